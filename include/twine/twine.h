@@ -1,0 +1,15 @@
+/* Twine's core: include this to get the base, the reactor and deferreds. */
+#ifndef TWINE_TWINE_H
+#define TWINE_TWINE_H
+
+#include <twine/alloc.h>
+#include <twine/clock.h>
+#include <twine/deferred.h>
+#include <twine/error.h>
+#include <twine/failure.h>
+#include <twine/log.h>
+#include <twine/reactor.h>
+#include <twine/result.h>
+#include <twine/thread.h>
+
+#endif

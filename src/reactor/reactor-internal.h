@@ -1,0 +1,135 @@
+/* The reactor's insides, shared by the files of the reactor layer only.
+ *
+ * Files and what each owns:
+ *   reactor.c          the loop, run/stop/crash/iterate, triggers, the fd API
+ *   backend-epoll.c    \
+ *   backend-poll.c      > one readiness backend each, behind struct tw__backend
+ *   backend-select.c   /
+ *   clock.c            timers, delayed calls, manual clocks (clock-internal.h)
+ *   signal.c           signal watches and the default SIGINT/SIGTERM handling
+ *   wakeup.c           tw_reactor_call_from_thread: queue + eventfd wakeup
+ *   threadpool.c       tw_threadpool and the reactor's own pool
+ */
+#ifndef TWINE_SRC_REACTOR_INTERNAL_H
+#define TWINE_SRC_REACTOR_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <twine/reactor.h>
+#include <twine/thread.h>
+
+#include "reactor/clock-internal.h"
+
+/* ---- The backend seam.
+ *
+ * Today every backend is a readiness backend: the reactor asks it to watch
+ * fds and it reports which are ready. A completion backend (io_uring) fits
+ * the same seam: it implements these readiness operations with multishot
+ * poll requests, and will add optional operation hooks (accept, recv into
+ * provided buffers, send, connect) that transports use when present and that
+ * the readiness backends leave NULL, the transport then emulating them with
+ * readiness plus the syscall. */
+struct tw__backend {
+    const char *name;
+    /* Sets r->backend_state. Returns 0 or a negative error. */
+    int (*init)(tw_reactor *r);
+    void (*destroy)(tw_reactor *r);
+    /* Makes the kernel watch io->fd for `events` (a mask of TW_IO_READ and
+     * TW_IO_WRITE; 0: stop watching). io->backend holds what is registered now
+     * and is updated by the backend on success. Returns 0 or -errno. */
+    int (*update)(tw_reactor *r, tw_io *io, unsigned events);
+    /* Waits up to timeout_ns (-1: no bound, 0: do not wait) and calls
+     * tw__reactor_dispatch_io for each ready watcher. Returns the number of
+     * watchers dispatched, 0 on EINTR, or -errno. */
+    int (*poll)(tw_reactor *r, int64_t timeout_ns);
+    /* io has left the reactor: drop any event for it not yet dispatched in the
+     * batch being dispatched now. */
+    void (*forget)(tw_reactor *r, tw_io *io);
+};
+
+extern const struct tw__backend tw__backend_epoll;
+extern const struct tw__backend tw__backend_poll;
+extern const struct tw__backend tw__backend_select;
+
+/* Called by backends: delivers `events` (already masked by io->events) to io.
+ * The watcher may be removed or freed inside. */
+void tw__reactor_dispatch_io(tw_reactor *r, tw_io *io, unsigned events);
+
+/* The watcher registered for fd, or NULL (poll/select look fds up here). */
+tw_io *tw__reactor_io_for_fd(tw_reactor *r, int fd);
+
+/* Adds/removes events of an internal watcher (not counted as a user handle). */
+int tw__reactor_watch_internal(tw_reactor *r, tw_io *io, unsigned events);
+
+/* True on the thread that created r. */
+bool tw__reactor_on_owner_thread(const tw_reactor *r);
+
+/* ---- Hooks into wakeup.c (call_from_thread). */
+struct tw__wakeup;
+int tw__wakeup_init(tw_reactor *r, struct tw__wakeup **out);
+/* Refuses further calls (TW_ESHUTDOWN), drops the queued ones unrun, frees. */
+void tw__wakeup_destroy(tw_reactor *r, struct tw__wakeup *w);
+/* Runs the calls queued so far (not those queued while running). */
+size_t tw__wakeup_run(struct tw__wakeup *w);
+size_t tw__wakeup_pending(struct tw__wakeup *w);
+/* Makes the next poll return at once (thread-safe, async-signal-safe). */
+void tw__wakeup_poke(struct tw__wakeup *w);
+
+/* ---- Hooks into signal.c. */
+struct tw__signals;
+int tw__signals_init(tw_reactor *r, struct tw__signals **out);
+/* Stops every watch of this reactor (logs if any was left) and frees. */
+void tw__signals_destroy(struct tw__signals *s);
+/* While run is active: SIGINT and SIGTERM call tw_reactor_stop. */
+int tw__signals_install_default(struct tw__signals *s);
+void tw__signals_remove_default(struct tw__signals *s);
+size_t tw__signals_count(const struct tw__signals *s); /* user watches */
+
+/* ---- Hooks into threadpool.c. */
+/* Stops and frees the reactor's pool if it was made. */
+void tw__reactor_pool_shutdown(tw_reactor *r);
+
+/* ---- The reactor itself. */
+enum tw__run_state {
+    TW__IDLE,     /* never run, or crashed */
+    TW__STARTING, /* firing startup */
+    TW__RUNNING,
+    TW__STOPPING, /* stop asked; shutdown event firing */
+    TW__STOPPED,  /* stopped: cannot run again */
+};
+
+struct tw__trigger;
+
+struct tw_reactor {
+    const struct tw__backend *backend;
+    void *backend_state;
+    tw_clock *clock;
+    pthread_t owner;
+
+    /* Watchers by fd; fd_cap slots. */
+    tw_io **fds;
+    size_t fd_cap;
+    size_t readers, writers; /* user watchers only */
+    uint64_t io_seq;
+
+    enum tw__run_state state;
+    bool run_active;   /* inside tw_reactor_run */
+    bool crash_asked;  /* run returns after this iteration */
+    unsigned dispatch_depth; /* >0 inside a callback of this reactor */
+
+    struct tw__trigger *triggers; /* owned by reactor.c */
+    uint64_t trigger_seq;
+    double shutdown_timeout;
+    bool signal_handlers;
+
+    struct tw__wakeup *wakeup;
+    struct tw__signals *signals;
+
+    pthread_mutex_t pool_lock; /* guards pool and pool_max */
+    tw_threadpool *pool;
+    size_t pool_max;
+};
+
+#endif
