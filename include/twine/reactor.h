@@ -86,11 +86,7 @@ int tw_reactor_call_when_running(tw_reactor *r, void (*fn)(void *arg), void *arg
 
 /* ---- System event triggers (addSystemEventTrigger) */
 
-typedef enum tw_trigger_phase {
-    TW_PHASE_BEFORE,
-    TW_PHASE_DURING,
-    TW_PHASE_AFTER
-} tw_trigger_phase;
+typedef enum tw_trigger_phase { TW_PHASE_BEFORE, TW_PHASE_DURING, TW_PHASE_AFTER } tw_trigger_phase;
 typedef enum tw_trigger_event { TW_EVENT_STARTUP, TW_EVENT_SHUTDOWN } tw_trigger_event;
 
 /* A trigger returns NULL or a new reference to a deferred. In the before phase
@@ -173,12 +169,12 @@ void tw_signal_watch_stop(tw_signal_watch *watch);
 /* ---- State, for the dirty-reactor check (testing.h) */
 
 typedef struct tw_reactor_state {
-    size_t delayed_calls;      /* pending timers and delayed calls */
-    size_t readers;            /* watchers asking for TW_IO_READ */
-    size_t writers;            /* watchers asking for TW_IO_WRITE */
-    size_t signal_watches;     /* tw_signal_watch not stopped */
-    size_t thread_calls;       /* cross-thread calls queued, not yet run */
-    size_t triggers;           /* system event triggers registered */
+    size_t delayed_calls;  /* pending timers and delayed calls */
+    size_t readers;        /* watchers asking for TW_IO_READ */
+    size_t writers;        /* watchers asking for TW_IO_WRITE */
+    size_t signal_watches; /* tw_signal_watch not stopped */
+    size_t thread_calls;   /* cross-thread calls queued, not yet run */
+    size_t triggers;       /* system event triggers registered */
     bool thread_pool_started;
 } tw_reactor_state;
 

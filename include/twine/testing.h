@@ -26,6 +26,10 @@ int tw_testing_run_until_fired(tw_reactor *r, tw_deferred *d, double timeout, tw
  * clean, TW_EBUSY when not. */
 int tw_testing_check_clean(tw_reactor *r, char *why, size_t size);
 
+/* The part of the check that needs no reactor: 0 if no failure was logged
+ * as unhandled since tw_testing_begin, else TW_EBUSY with what was logged. */
+int tw_testing_check_unhandled(char *why, size_t size);
+
 /* Marks the start of a test: the unhandled-failure count and captured log
  * lines are measured from here. */
 void tw_testing_begin(void);

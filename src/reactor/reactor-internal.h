@@ -115,8 +115,8 @@ struct tw_reactor {
     uint64_t io_seq;
 
     enum tw__run_state state;
-    bool run_active;   /* inside tw_reactor_run */
-    bool crash_asked;  /* run returns after this iteration */
+    bool run_active;         /* inside tw_reactor_run */
+    bool crash_asked;        /* run returns after this iteration */
     unsigned dispatch_depth; /* >0 inside a callback of this reactor */
 
     struct tw__trigger *triggers; /* owned by reactor.c */

@@ -1,25 +1,5 @@
+/* Plain tests: the unhandled-failure check only (needs no reactor). */
 #include "twtest.h"
-
-#include <stdlib.h>
-
-tw_reactor *twtest_reactor;
-
-void twtest_setup_reactor(void)
-{
-    tw_testing_begin();
-    int rc = tw_reactor_new(&twtest_reactor, NULL);
-    cr_assert_eq(rc, 0, "tw_reactor_new: %s", tw_strerror(rc));
-}
-
-void twtest_teardown_reactor(void)
-{
-    char why[512];
-    int dirty = tw_testing_check_clean(twtest_reactor, why, sizeof why);
-    int rc = tw_reactor_free(twtest_reactor);
-    twtest_reactor = NULL;
-    cr_assert_eq(rc, 0, "tw_reactor_free: %s", tw_strerror(rc));
-    cr_assert_eq(dirty, 0, "dirty reactor: %s", why);
-}
 
 void twtest_setup_plain(void)
 {
@@ -29,14 +9,6 @@ void twtest_setup_plain(void)
 void twtest_teardown_plain(void)
 {
     char why[512];
-    int dirty = tw_testing_check_clean(NULL, why, sizeof why);
+    int dirty = tw_testing_check_unhandled(why, sizeof why);
     cr_assert_eq(dirty, 0, "unclean test: %s", why);
-}
-
-tw_result twtest_wait(tw_reactor *r, tw_deferred *d)
-{
-    tw_result out = {0};
-    int rc = tw_testing_run_until_fired(r, d, 10.0, &out);
-    cr_assert_eq(rc, 0, "deferred did not fire: %s", tw_strerror(rc));
-    return out;
 }

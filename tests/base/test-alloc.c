@@ -1,0 +1,43 @@
+#include <criterion/criterion.h>
+#include <twine/alloc.h>
+#include <twine/error.h>
+#include <twine/testing.h>
+
+#include <string.h>
+
+Test(alloc, fail_after_n)
+{
+    tw_testing_fail_alloc_after(2);
+    void *a = tw_malloc(8), *b = tw_malloc(8), *c = tw_malloc(8);
+    tw_testing_fail_alloc_off();
+    cr_assert_not_null(a);
+    cr_assert_not_null(b);
+    cr_assert_null(c);
+    void *d = tw_malloc(8);
+    cr_assert_not_null(d);
+    tw_free(a);
+    tw_free(b);
+    tw_free(d);
+}
+
+Test(alloc, counts_allocations)
+{
+    long before = tw_testing_alloc_count();
+    char *s = tw_strdup("hello");
+    char *t = tw_asprintf("%s-%d", s, 7);
+    cr_assert_str_eq(t, "hello-7");
+    cr_assert_eq(tw_testing_alloc_count() - before, 2);
+    tw_free(s);
+    tw_free(t);
+}
+
+Test(alloc, calloc_overflow_is_refused)
+{
+    cr_assert_null(tw_calloc((size_t)-1 / 2, 4));
+}
+
+Test(alloc, set_allocator_rejects_incomplete)
+{
+    tw_allocator bad = {0};
+    cr_assert_eq(tw_set_allocator(&bad), TW_EINVAL);
+}
