@@ -89,13 +89,15 @@ tw_deferred *tw_deferred_new(tw_canceller_fn canceller, void *canceller_arg)
     tw_deferred *d = tw_malloc(sizeof *d);
     if (!d)
         return NULL;
-    *d = (tw_deferred){
-        .pairs = NULL,
-        .cap = INLINE_PAIRS,
-        .refs = 1,
-        .canceller = canceller,
-        .canceller_arg = canceller_arg,
-    };
+    /* Field by field: the inline pairs need no zeroing. */
+    d->result = (tw_result){0};
+    d->next = d->count = d->reserved = d->pauses = 0;
+    d->cap = INLINE_PAIRS;
+    d->refs = 1;
+    d->called = d->in_loop = d->suppress = d->owns_inner = false;
+    d->canceller = canceller;
+    d->canceller_arg = canceller_arg;
+    d->waiting_on = d->link = NULL;
     d->pairs = d->inline_pairs;
     return d;
 }
