@@ -353,6 +353,73 @@ TW_TEST(deferred, outer_holding_the_only_reference_to_its_inner_can_cancel_it)
     tw_deferred_unref(d);
 }
 
+TW_TEST(deferred, two_deferreds_waiting_on_one_first_takes_the_result)
+{
+    tw_deferred *inner = tw_deferred_new(NULL, NULL);
+    tw_deferred *a = tw_deferred_new(NULL, NULL);
+    tw_deferred *b = tw_deferred_new(NULL, NULL);
+    tw_result got[2] = {{0}, {0}};
+    tw_deferred_add_callback(a, return_deferred, inner);
+    tw_deferred_add_callback(b, return_deferred, inner);
+    tw_deferred_add_callback(a, keep, NULL);
+    tw_deferred_callback(a, tw_result_from_int(0));
+    tw_deferred_callback(b, tw_result_from_int(0));
+    tw_deferred_callback(inner, tracked(3)); /* a waited first */
+    got[0] = kept;
+    kept = (tw_result){0};
+    tw_deferred_add_callback(b, keep, NULL);
+    got[1] = kept;
+    cr_assert_eq(tracked_value(got[0]), 3);
+    cr_assert_null(got[1].value, "as Twisted: the second gets what the first left (None)");
+    tw_result_release(&got[0]);
+    cr_assert_eq(released, 1);
+    tw_deferred_unref(a);
+    tw_deferred_unref(b);
+    tw_deferred_unref(inner);
+}
+
+TW_TEST(deferred, a_failure_handed_to_the_waiting_deferred_is_unhandled_there_only)
+{
+    tw_testing_log_capture_start();
+    size_t before = tw_deferred_unhandled_count();
+    tw_deferred *inner = tw_deferred_new(NULL, NULL);
+    tw_deferred *d = tw_deferred_new(NULL, NULL);
+    tw_deferred_add_callback(d, return_deferred, inner);
+    tw_deferred_callback(d, tw_result_from_int(0));
+    tw_deferred_errback(inner, tw_failure_new(TW_EUSER, NULL, "moved on"));
+    tw_deferred_unref(inner);
+    cr_assert_eq(tw_deferred_unhandled_count(), before, "the inner has no failure left");
+    tw_deferred_unref(d);
+    cr_assert_eq(tw_deferred_unhandled_count(), before + 1);
+    cr_assert_eq(tw_testing_log_count("moved on"), 1);
+    tw_testing_log_capture_stop();
+    tw_testing_begin();
+}
+
+static tw_result add_to_inner(tw_result r, void *arg)
+{
+    mark('O');
+    tw_deferred_add_callback(arg, pass, ARG('j'));
+    return r;
+}
+
+TW_TEST(deferred, callbacks_added_to_a_deferred_handing_its_result_up_run_after)
+{
+    /* inner hands its result to d (d is pushed on inner's loop); d's callback
+     * adds to inner, which is still in that loop: it runs when the loop gets
+     * back to inner, after d's chain, not in a nested run. */
+    tw_deferred *inner = tw_deferred_new(NULL, NULL);
+    tw_deferred *d = tw_deferred_new(NULL, NULL);
+    tw_deferred_add_callback(d, return_deferred, inner);
+    tw_deferred_add_callback(d, add_to_inner, inner);
+    tw_deferred_add_callback(d, pass, ARG('P'));
+    tw_deferred_callback(d, tw_result_from_int(0));
+    tw_deferred_callback(inner, tw_result_from_int(0));
+    cr_assert_str_eq(trace, "rOPj");
+    tw_deferred_unref(inner);
+    tw_deferred_unref(d);
+}
+
 /* ---- Pause */
 
 TW_TEST(deferred, pause_holds_results_until_the_matching_unpause)
