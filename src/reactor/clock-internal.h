@@ -16,12 +16,15 @@ void tw__clock_destroy(tw_clock *clock);
 uint64_t tw__clock_update(tw_clock *clock);
 
 /* Nanoseconds until the earliest pending timer is due (0 if one is due now),
- * or -1 when nothing is pending. Does not read the system clock. */
+ * or -1 when nothing is pending. Does not read the system clock. It may be
+ * early, never late: a timer re-armed later since the last tw__clock_run_due
+ * is counted at its old deadline (the wake-up then just re-sorts it). Capped
+ * at INT64_MAX. */
 int64_t tw__clock_timeout_ns(const tw_clock *clock);
 
 /* Runs the timers due at the cached time that were scheduled before this
- * call began (a timer armed by a running timer waits for the next call).
- * Returns how many ran. */
+ * call began (a timer armed or re-armed by a running timer waits for the next
+ * call), in (deadline, scheduling order) order. Returns how many ran. */
 size_t tw__clock_run_due(tw_clock *clock);
 
 #endif
