@@ -28,18 +28,18 @@
 
 #include "reactor/clock-internal.h"
 
-#define LOG_NS "twine.clock"
+#define LOG_NS  "twine.clock"
 
 #define UNARMED UINT32_MAX
 /* Largest heap; UNARMED must stay out of range. */
-#define HEAP_MAX (UINT32_MAX - 1u)
+#define HEAP_MAX   (UINT32_MAX - 1u)
 #define HEAP_FIRST 64u
 /* Every deadline is capped here (about 292 years) so that adding a delay to
  * the time never overflows and the timeout fits an int64_t. */
-#define FAR_NS ((uint64_t)INT64_MAX)
+#define FAR_NS      ((uint64_t)INT64_MAX)
 
 #define CHUNK_FIRST 64u
-#define CHUNK_MAX 16384u
+#define CHUNK_MAX   16384u
 
 enum slot_state { SLOT_PENDING, SLOT_CALLED, SLOT_CANCELLED };
 
@@ -158,9 +158,9 @@ static int heap_reserve(tw_clock *clock)
         return 0;
     if (clock->cap >= HEAP_MAX)
         return TW_ENOMEM;
-    uint32_t cap = clock->cap == 0               ? HEAP_FIRST
+    uint32_t cap = clock->cap == 0              ? HEAP_FIRST
                    : clock->cap > HEAP_MAX / 2u ? HEAP_MAX
-                                                 : clock->cap * 2u;
+                                                : clock->cap * 2u;
     tw_timer **heap = tw_realloc(clock->heap, (size_t)cap * sizeof *heap);
     if (heap == NULL)
         return TW_ENOMEM;
