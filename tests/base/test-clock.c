@@ -47,6 +47,10 @@ static tw_delayed_call later(tw_clock *c, double delay, int tag)
     return h;
 }
 
+static tw_clock *cb_clock;
+static tw_delayed_call cb_self, cb_other;
+static int cb_result;
+
 static tw_clock *manual(void)
 {
     reset_log();
@@ -169,6 +173,25 @@ TW_TEST(clock, negative_delay_stops_at_now)
     cr_assert_float_eq(tw_delayed_call_time(a), 10.0, 1e-9);
     cr_assert_eq(tw_clock_advance(c, 0.0), 1);
     expect_log((int[]){1}, 1);
+    tw_clock_free(c);
+}
+
+static void pull_in(void *arg)
+{
+    record(arg);
+    cr_assert_eq(tw_delayed_call_delay(cb_other, -1.0), 0);
+    cr_assert_float_eq(tw_delayed_call_time(cb_other), 2.0, 1e-9);
+}
+
+TW_TEST(clock, negative_delay_does_not_postpone_an_overdue_call)
+{
+    tw_clock *c = manual();
+    cr_assert_eq(tw_call_later(c, 1.0, pull_in, TAG(1), NULL), 0);
+    cb_other = later(c, 2.0, 2);
+    later(c, 3.0, 3);
+    /* At 5.0, call 2 is overdue when call 1 pulls it in: it stays at 2.0. */
+    cr_assert_eq(tw_clock_advance(c, 5.0), 3);
+    expect_log((int[]){1, 2, 3}, 3);
     tw_clock_free(c);
 }
 
@@ -366,10 +389,6 @@ TW_TEST(clock, huge_delays_clamp_to_the_far_future)
 }
 
 /* ---- Callbacks that act on the clock */
-
-static tw_clock *cb_clock;
-static tw_delayed_call cb_self, cb_other;
-static int cb_result;
 
 static void cancel_self(void *arg)
 {
