@@ -262,10 +262,13 @@ static void op_delay(uint8_t a, uint8_t b)
     uint64_t due = c->e.due;
     if (ms >= 0) {
         due = add_capped(due, (uint64_t)ms * 1000000);
+        if (due < now)
+            due = now;
     } else {
         uint64_t mag = (uint64_t)(-(int)ms) * 1000000;
-        uint64_t floor = due < now ? due : now;
-        due = due - floor > mag ? due - mag : floor;
+        if (due <= now)
+            return; /* already due: left as it is */
+        due = due - now > mag ? due - mag : now;
     }
     c->e.due = due;
     c->e.seq = seq++;

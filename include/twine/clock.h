@@ -133,9 +133,10 @@ int tw_delayed_call_cancel(tw_delayed_call call);
 /* Reschedules to `delay` seconds from now (TW_EINVAL as tw_call_later); a
  * reset counts as rescheduling for the same-deadline order, as does delay. */
 int tw_delayed_call_reset(tw_delayed_call call, double delay);
-/* Postpones by `seconds` (may be negative: sooner, but not before now; a
- * call already overdue is not moved later by a negative amount). TW_EINVAL for
- * NaN or an infinite amount. */
+/* Postpones by `seconds` from its current time (may be negative: sooner).
+ * The new time is never before now: a call already due is left as it is by a
+ * negative amount, and one overdue by more than a positive amount moves to
+ * now. TW_EINVAL for NaN or an infinite amount. */
 int tw_delayed_call_delay(tw_delayed_call call, double seconds);
 
 bool tw_delayed_call_active(tw_delayed_call call);

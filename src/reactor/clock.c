@@ -563,13 +563,18 @@ int tw_delayed_call_delay(tw_delayed_call call, double seconds)
     uint64_t ns;
     if (isnan(seconds) || seconds_to_ns(fabs(seconds), &ns) < 0)
         return TW_EINVAL;
+    /* Nothing is ever scheduled before now: tw__clock_run_due relies on every
+     * timer armed during a pass sorting after the ones it may run. */
     tw_clock *clock = s->timer.clock;
-    uint64_t due = s->timer.due_ns;
+    uint64_t now = clock->now_ns, due = s->timer.due_ns;
     if (seconds >= 0) {
         due = add_capped(due, ns);
+        if (due < now)
+            due = now;
     } else {
-        uint64_t floor = due < clock->now_ns ? due : clock->now_ns;
-        due = due - floor > ns ? due - ns : floor;
+        if (due <= now)
+            return 0; /* already due: it cannot run any sooner */
+        due = due - now > ns ? due - ns : now;
     }
     arm(clock, &s->timer, due);
     return 0;

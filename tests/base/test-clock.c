@@ -176,22 +176,26 @@ TW_TEST(clock, negative_delay_stops_at_now)
     tw_clock_free(c);
 }
 
-static void pull_in(void *arg)
+static void move_overdue(void *arg)
 {
     record(arg);
+    /* At 5.0: pulling in a call due at 2.0 leaves it where it is... */
     cr_assert_eq(tw_delayed_call_delay(cb_other, -1.0), 0);
     cr_assert_float_eq(tw_delayed_call_time(cb_other), 2.0, 1e-9);
+    /* ...and postponing one due at 2.5 by one second makes it due now. */
+    cr_assert_eq(tw_delayed_call_delay(cb_self, 1.0), 0);
+    cr_assert_float_eq(tw_delayed_call_time(cb_self), 5.0, 1e-9);
 }
 
-TW_TEST(clock, negative_delay_does_not_postpone_an_overdue_call)
+TW_TEST(clock, delaying_an_overdue_call_never_schedules_it_in_the_past)
 {
     tw_clock *c = manual();
-    cr_assert_eq(tw_call_later(c, 1.0, pull_in, TAG(1), NULL), 0);
+    cr_assert_eq(tw_call_later(c, 1.0, move_overdue, TAG(1), NULL), 0);
     cb_other = later(c, 2.0, 2);
+    cb_self = later(c, 2.5, 25);
     later(c, 3.0, 3);
-    /* At 5.0, call 2 is overdue when call 1 pulls it in: it stays at 2.0. */
-    cr_assert_eq(tw_clock_advance(c, 5.0), 3);
-    expect_log((int[]){1, 2, 3}, 3);
+    cr_assert_eq(tw_clock_advance(c, 5.0), 4);
+    expect_log((int[]){1, 2, 3, 25}, 4);
     tw_clock_free(c);
 }
 
@@ -829,6 +833,41 @@ TW_TEST(clock, reactor_clock_defers_zero_delay_calls_to_the_next_pass)
     cr_assert_eq(tw__clock_run_due(c), 0);
     cr_assert_eq(hits, 3);
     cr_assert_eq(tw_clock_advance(c, 1.0), TW_EINVAL);
+    tw__clock_destroy(c);
+}
+
+static uint64_t wait_for_time_to_pass(tw_clock *c, uint64_t after)
+{
+    uint64_t now;
+    while ((now = tw__clock_update(c)) <= after)
+        ;
+    return now;
+}
+
+static void postpone_other(void *arg)
+{
+    hits++;
+    cr_assert_eq(tw_delayed_call_delay(cb_other, 1e-9), 0);
+}
+
+/* A call rescheduled during a pass waits for the next pass, and does not hold
+ * back the calls due behind it, even when it was overdue. */
+TW_TEST(clock, reactor_clock_rescheduled_overdue_call_waits_without_blocking)
+{
+    tw_clock *c = tw__clock_new_reactor();
+    cr_assert_not_null(c);
+    hits = 0;
+    uint64_t t0 = tw__clock_update(c);
+    cr_assert_eq(tw_call_later(c, 0.0, postpone_other, NULL, NULL), 0);
+    cr_assert_eq(tw_call_later(c, 0.0, hit, NULL, &cb_other), 0);
+    uint64_t t1 = wait_for_time_to_pass(c, t0 + 1000);
+    cr_assert_eq(tw_call_later(c, 0.0, hit, NULL, NULL), 0); /* due at t1 */
+    wait_for_time_to_pass(c, t1);
+    cr_assert_eq(tw__clock_run_due(c), 2);
+    cr_assert_eq(hits, 2);
+    cr_assert(tw_delayed_call_active(cb_other));
+    cr_assert_eq(tw__clock_run_due(c), 1);
+    cr_assert_eq(hits, 3);
     tw__clock_destroy(c);
 }
 
