@@ -35,7 +35,8 @@ tw_clock *tw_clock_new_manual(void);
 
 /* Frees a manual clock. Pending calls are dropped without running; their
  * arguments are not touched (they belong to whoever scheduled them); intrusive
- * timers still armed are left disarmed (their memory is their owner's). Called
+ * timers still armed are left disarmed (their memory is their owner's; they
+ * may still be stopped, a no-op, but never started again). Called
  * from inside one of the clock's own callbacks, it frees the clock once the
  * advance that ran the callback returns, running nothing more. A reactor's
  * clock is freed with the reactor, never with this: given one, it logs an

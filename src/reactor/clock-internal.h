@@ -9,7 +9,10 @@
 /* A clock driven by the reactor: its time is CLOCK_MONOTONIC, cached, and
  * refreshed by tw__clock_update. NULL when out of memory. */
 tw_clock *tw__clock_new_reactor(void);
-/* Frees any clock (a reactor's included), dropping pending calls unrun. */
+/* Frees any clock (a reactor's included), dropping pending calls unrun and
+ * leaving armed intrusive timers disarmed. From inside one of the clock's own
+ * callbacks it frees the clock when the running pass returns. NULL is
+ * ignored. */
 void tw__clock_destroy(tw_clock *clock);
 
 /* Refreshes a reactor clock's cached time from CLOCK_MONOTONIC; returns it. */
