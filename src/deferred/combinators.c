@@ -86,7 +86,7 @@ static void hook_release(void *arg)
     group_unref(g);
 }
 
-static bool open(const struct group *g)
+static bool group_open(const struct group *g)
 {
     return g->out && !tw_deferred_called(g->out);
 }
@@ -116,7 +116,7 @@ static tw_result list_on_result(tw_result r, struct group *g, size_t i)
 {
     bool ok = !r.failure;
     bool consume = g->flags & TW_DL_CONSUME_ERRORS;
-    if (!open(g)) {
+    if (!group_open(g)) {
         if (!ok && consume)
             tw_result_release(&r);
         return r;
@@ -157,7 +157,7 @@ static tw_result list_on_result(tw_result r, struct group *g, size_t i)
 static tw_result race_on_result(tw_result r, struct group *g, size_t i)
 {
     if (!r.failure) {
-        if (g->won || !open(g))
+        if (g->won || !group_open(g))
             return r; /* a late value stays with its input */
         g->won = true;
         tw_deferred_first_result *first = g->first;
@@ -166,7 +166,7 @@ static tw_result race_on_result(tw_result r, struct group *g, size_t i)
         first->result = r;
         /* As Twisted: the others are cancelled before out fires. */
         cancel_inputs(g, i);
-        if (open(g))
+        if (group_open(g))
             tw_deferred_callback(g->out, tw_result_ok(first, first_result_free));
         else
             first_result_free(first);
@@ -180,7 +180,7 @@ static tw_result race_on_result(tw_result r, struct group *g, size_t i)
     } else {
         tw_failure_unref(r.failure);
     }
-    if (g->finished == g->n && !g->won && open(g)) {
+    if (g->finished == g->n && !g->won && group_open(g)) {
         tw_failure *cause = g->failure;
         g->failure = NULL;
         tw_deferred_errback(g->out,

@@ -56,6 +56,7 @@ struct tw_deferred {
     bool in_loop;    /* on a run loop's stack */
     bool suppress;   /* cancelled without a canceller: ignore one later firing */
     bool owns_inner; /* holds a reference to waiting_on */
+    bool cancelling; /* inside its canceller */
     tw_canceller_fn canceller;
     void *canceller_arg;
     tw_deferred *waiting_on; /* the deferred a callback returned, until it hands its result */
@@ -94,7 +95,7 @@ tw_deferred *tw_deferred_new(tw_canceller_fn canceller, void *canceller_arg)
     d->next = d->count = d->reserved = d->pauses = 0;
     d->cap = INLINE_PAIRS;
     d->refs = 1;
-    d->called = d->in_loop = d->suppress = d->owns_inner = false;
+    d->called = d->in_loop = d->suppress = d->owns_inner = d->cancelling = false;
     d->canceller = canceller;
     d->canceller_arg = canceller_arg;
     d->waiting_on = d->link = NULL;
@@ -451,11 +452,14 @@ int tw_deferred_errback(tw_deferred *d, tw_failure *failure)
 
 void tw_deferred_pause(tw_deferred *d)
 {
-    d->pauses++;
+    if (d)
+        d->pauses++;
 }
 
 int tw_deferred_unpause(tw_deferred *d)
 {
+    if (!d)
+        return TW_EINVAL;
     if (!d->pauses)
         return TW_EPAUSED;
     if (--d->pauses == 0)
@@ -471,13 +475,16 @@ void tw_deferred_cancel(tw_deferred *d)
      * rather than recursing keeps a deep one in constant stack. */
     while (d->waiting_on)
         d = d->waiting_on;
-    if (d->called)
-        return;
-    d->refs++; /* the canceller may drop the last reference */
-    if (d->canceller)
+    if (d->called || d->cancelling)
+        return; /* a canceller cancelling its own deferred: it is being done */
+    d->refs++;  /* the canceller may drop the last reference */
+    if (d->canceller) {
+        d->cancelling = true;
         d->canceller(d, d->canceller_arg);
-    else
+        d->cancelling = false;
+    } else {
         d->suppress = true; /* the producer does not know: eat its firing */
+    }
     if (!d->called)
         tw_deferred_errback(d, tw_failure_new(TW_ECANCELED, NULL, "deferred cancelled"));
     tw_deferred_unref(d);

@@ -182,6 +182,24 @@ TW_TEST(cancel, cancelling_from_its_own_callback_does_nothing)
     tw_deferred_unref(d);
 }
 
+static void canceller_recurses(tw_deferred *d, void *arg)
+{
+    (void)arg;
+    canceller_calls++;
+    tw_deferred_cancel(d); /* already being cancelled: nothing more */
+}
+
+TW_TEST(cancel, a_canceller_cancelling_its_own_deferred_does_not_recurse)
+{
+    tw_deferred *d = tw_deferred_new(canceller_recurses, NULL);
+    tw_deferred_add_errback(d, keep, NULL);
+    tw_deferred_cancel(d);
+    cr_assert_eq(canceller_calls, 1);
+    cr_assert_eq(tw_failure_code(kept.failure), TW_ECANCELED);
+    tw_result_release(&kept);
+    tw_deferred_unref(d);
+}
+
 /* ---- addTimeout */
 
 TW_TEST(timeout, fired_in_time_keeps_its_result_and_removes_the_timer)
