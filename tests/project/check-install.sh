@@ -24,6 +24,7 @@ int main(void) {
 C
 cc $(pkg-config --define-variable=prefix="$prefix" --cflags twine) -o "$prefix/hello" "$prefix/hello.c" \
    $(pkg-config --define-variable=prefix="$prefix" --libs --static twine)
-out=$("$prefix/hello")
+lib=$(dirname "$(find "$prefix" -name "libtwine.so*" | head -1)")
+out=$(LD_LIBRARY_PATH="$lib" "$prefix/hello")
 [ "$out" = "got it" ] || { echo "unexpected output: $out"; exit 1; }
 echo "install: headers, library and twine.pc work from $prefix"
