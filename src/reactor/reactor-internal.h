@@ -78,7 +78,7 @@ void tw__wakeup_destroy(tw_reactor *r, struct tw__wakeup *w);
 /* Runs the calls queued so far (not those queued while running). */
 size_t tw__wakeup_run(struct tw__wakeup *w);
 size_t tw__wakeup_pending(struct tw__wakeup *w); /* walks the queue */
-bool tw__wakeup_has_calls(struct tw__wakeup *w);  /* cheap */
+bool tw__wakeup_has_calls(struct tw__wakeup *w); /* cheap */
 /* Makes the next poll return at once (thread-safe, async-signal-safe). */
 void tw__wakeup_poke(struct tw__wakeup *w);
 
@@ -99,7 +99,6 @@ void tw__signals_destroy(struct tw__signals *s);
 int tw__signals_install_default(struct tw__signals *s);
 void tw__signals_remove_default(struct tw__signals *s);
 size_t tw__signals_count(const struct tw__signals *s); /* user watches */
-
 
 /* ---- Hooks into threadpool.c. */
 /* Stops and frees the reactor's pool if it was made. */
@@ -123,8 +122,8 @@ enum tw__event_stage { TW__EV_IDLE, TW__EV_WAITING, TW__EV_DONE };
 struct tw__event {
     tw_trigger_event which;
     enum tw__event_stage stage;
-    size_t waiting;         /* before-phase deferreds not fired yet */
-    struct tw__wait *waits; /* every before-phase deferred of this firing */
+    size_t waiting;          /* before-phase deferreds not fired yet */
+    struct tw__wait *waits;  /* every before-phase deferred of this firing */
     tw_delayed_call timeout; /* shutdown only: the bound on the wait */
     bool timed_out;
 };

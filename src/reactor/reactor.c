@@ -578,8 +578,12 @@ static void event_begin(tw_reactor *r, struct tw__event *ev)
             event_wait_for(r, ev, d);
     }
     if (ev->which == TW_EVENT_SHUTDOWN && ev->waiting > 0) {
-        if (tw_call_later(r->clock, r->shutdown_timeout, event_timed_out, r, &ev->timeout) < 0)
-            tw_log_error(NS, "out of memory: before-shutdown deferreds waited for without bound");
+        if (tw_call_later(r->clock, r->shutdown_timeout, event_timed_out, r, &ev->timeout) < 0) {
+            /* Shutdown must stay bounded: without a timer, do not wait. */
+            tw_log_error(NS, "out of memory: cannot bound the wait for before-shutdown "
+                             "deferreds, so not waiting for them");
+            event_timed_out(r);
+        }
     }
 }
 
@@ -751,8 +755,7 @@ int tw_reactor_run(tw_reactor *r)
 
 int tw_reactor_stop(tw_reactor *r)
 {
-    if (!r->run_active || r->crash_asked ||
-        (r->state != TW__STARTING && r->state != TW__RUNNING))
+    if (!r->run_active || r->crash_asked || (r->state != TW__STARTING && r->state != TW__RUNNING))
         return TW_ENOTRUNNING;
     r->state = TW__STOPPING;
     return 0;

@@ -30,7 +30,7 @@
 
 #include "reactor/reactor-internal.h"
 
-#define NS "twine.reactor"
+#define NS        "twine.reactor"
 #define MAX_SLOTS 256
 #define SIG_WORDS ((NSIG + 63) / 64)
 

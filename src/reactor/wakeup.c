@@ -35,15 +35,15 @@
 #include "reactor/reactor-internal.h"
 
 #define CHUNK_NODES 256
-#define MAX_CHUNKS 64
-#define NOT_POOLED UINT32_MAX
+#define MAX_CHUNKS  64
+#define NOT_POOLED  UINT32_MAX
 
 struct call_node {
     tw_call_fn fn;
     void *arg;
-    struct call_node *next;      /* in the call stack */
-    _Atomic uint32_t free_next;  /* in the free list: index + 1, or 0 */
-    uint32_t index;              /* pool index, or NOT_POOLED */
+    struct call_node *next;     /* in the call stack */
+    _Atomic uint32_t free_next; /* in the free list: index + 1, or 0 */
+    uint32_t index;             /* pool index, or NOT_POOLED */
 };
 
 struct tw__wakeup {
@@ -148,8 +148,8 @@ static struct call_node *free_list_pop(struct tw__wakeup *w)
         /* May read a node another sender just took: then the CAS fails. */
         uint32_t below = atomic_load_explicit(&n->free_next, memory_order_relaxed);
         uint64_t next = ((head >> 32) + 1) << 32 | below;
-        if (atomic_compare_exchange_weak_explicit(&w->free_head, &head, next,
-                                                  memory_order_acquire, memory_order_acquire))
+        if (atomic_compare_exchange_weak_explicit(&w->free_head, &head, next, memory_order_acquire,
+                                                  memory_order_acquire))
             return n;
     }
 }
@@ -280,7 +280,7 @@ size_t tw__wakeup_run(struct tw__wakeup *w)
      * the pool when senders had to allocate. */
     struct call_node *pool_first = NULL, *pool_last = NULL;
     size_t ran = 0, allocated = 0;
-    for (n = fifo; n; ) {
+    for (n = fifo; n;) {
         struct call_node *next = n->next;
         tw_call_fn fn = n->fn;
         void *arg = n->arg;
