@@ -241,8 +241,6 @@ static void count_user(tw_reactor *r, const tw_io *io, unsigned events, int sign
  * reactor as needed. The kernel is told only when the mask changes. */
 static int set_events(tw_reactor *r, tw_io *io, unsigned events)
 {
-    if (io->fd < 0)
-        return TW_EBADF;
     if (io->reactor && io->reactor != r)
         return TW_EBUSY;
     if (!io->reactor && events == 0)
@@ -251,6 +249,8 @@ static int set_events(tw_reactor *r, tw_io *io, unsigned events)
         return 0;
 
     if (!io->reactor) {
+        if (io->fd < 0)
+            return TW_EBADF;
         int rc = grow_fds(r, io->fd);
         if (rc < 0)
             return rc;

@@ -34,8 +34,11 @@
 
 #include "reactor/reactor-internal.h"
 
+/* The pool grows (on the loop thread) to cover what senders had to allocate,
+ * up to MAX_CHUNKS * CHUNK_NODES nodes (2 MiB), and keeps its high-water mark:
+ * a burst allocates once, and the next burst of that size allocates nothing. */
 #define CHUNK_NODES 256
-#define MAX_CHUNKS  64
+#define MAX_CHUNKS  256
 #define NOT_POOLED  UINT32_MAX
 
 struct call_node {
@@ -260,10 +263,14 @@ static void recycle(struct tw__wakeup *w, struct call_node *first, struct call_n
 
 size_t tw__wakeup_run(struct tw__wakeup *w)
 {
-    /* Cleared on every iteration, even with nothing queued: a sender may have
-     * set it just after the previous take, with its call taken already. Left
-     * set, it would keep every later sender from waking the loop. */
-    atomic_store(&w->wake_pending, 0);
+    /* Cleared whenever set, even with nothing queued: a sender may have set it
+     * just after the previous take, with its call taken already; left set, it
+     * would keep every later sender from waking the loop. (Reading 0 here while
+     * a sender is setting it is fine: that sender writes the eventfd, and the
+     * next iteration clears it.) Only written when set, so an idle flag stays
+     * shared in the senders' caches. */
+    if (atomic_load(&w->wake_pending))
+        atomic_store(&w->wake_pending, 0);
     if (!atomic_load(&w->calls))
         return 0;
     struct call_node *n = atomic_exchange(&w->calls, NULL);
@@ -299,8 +306,10 @@ size_t tw__wakeup_run(struct tw__wakeup *w)
         n = next;
     }
     recycle(w, pool_first, pool_last);
-    if (allocated > CHUNK_NODES / 4 && w->nchunks < MAX_CHUNKS)
-        add_chunk(w); /* out of memory: senders go on allocating */
+    for (size_t grow = (allocated + CHUNK_NODES - 1) / CHUNK_NODES; grow > 0; grow--) {
+        if (add_chunk(w) < 0)
+            break; /* at the cap, or out of memory: senders go on allocating */
+    }
     return ran;
 }
 

@@ -387,6 +387,7 @@ TW_REACTOR_TEST(io, ebadf)
 {
     struct watch *w = watch_new(r, -1);
     cr_assert_eq(tw_reactor_add_reader(r, &w->io), TW_EBADF);
+    cr_assert_eq(tw_reactor_remove_reader(r, &w->io), 0, "never added: nothing to do");
     int p[2];
     make_pipe(p);
     close(p[0]);
