@@ -269,3 +269,46 @@ TW_REACTOR_TEST(call_from_thread, steady_state_does_not_allocate)
     cr_assert_eq(n, 10 + 100 * 50);
     cr_assert_eq(tw_testing_alloc_count(), before);
 }
+
+/* Ping-pong: a thread sends one call, waits until the loop has run it, and
+ * sends the next. The loop sleeps with a long timeout between calls, so every
+ * call must wake it: a single lost wakeup would stall the test for 10 s. */
+struct pingpong {
+    tw_reactor *r;
+    atomic_int ran;
+    int rounds;
+    int errors;
+};
+
+static void pong(void *arg)
+{
+    struct pingpong *p = arg;
+    atomic_fetch_add(&p->ran, 1);
+}
+
+static void *ping(void *arg)
+{
+    struct pingpong *p = arg;
+    for (int i = 0; i < p->rounds; i++) {
+        if (tw_reactor_call_from_thread(p->r, pong, p) != 0)
+            p->errors++;
+        while (atomic_load(&p->ran) <= i)
+            ; /* the loop runs it; spin rather than sleep to race it */
+    }
+    return NULL;
+}
+
+TW_REACTOR_TEST(call_from_thread, no_lost_wakeups)
+{
+    struct pingpong p = {.r = r, .rounds = 2000};
+    pthread_t tid;
+    cr_assert_eq(pthread_create(&tid, NULL, ping, &p), 0);
+    uint64_t t0 = tw_monotonic_ns();
+    while (atomic_load(&p.ran) < p.rounds && tw_monotonic_ns() - t0 < 20000000000u)
+        tw_reactor_iterate(r, 10.0);
+    uint64_t took = tw_monotonic_ns() - t0;
+    pthread_join(tid, NULL);
+    cr_assert_eq(p.errors, 0);
+    cr_assert_eq(atomic_load(&p.ran), p.rounds);
+    cr_assert_lt(took, 8000000000u, "a wakeup was lost (took %.1f s)", (double)took / 1e9);
+}
