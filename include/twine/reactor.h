@@ -30,13 +30,17 @@ typedef struct tw_reactor_options {
 } tw_reactor_options;
 
 /* Makes a reactor; options may be NULL. Returns 0 and *out, TW_EUNKNOWNBACKEND
- * (and logs the name) for a backend that does not exist, TW_ENOMEM, or -errno
- * from the kernel (epoll_create1, eventfd). */
+ * (and logs the name) for a backend that does not exist, TW_EINVAL for a
+ * negative or NaN shutdown_timeout, TW_ENOMEM, or -errno from the kernel
+ * (epoll_create1, eventfd). */
 int tw_reactor_new(tw_reactor **out, const tw_reactor_options *options);
 
-/* Frees the reactor. Returns TW_EBUSY (and frees nothing) while it runs.
- * Watchers still added are dropped (their memory is theirs); pending delayed
- * calls are dropped without running; the thread pool is stopped and joined. */
+/* Frees the reactor. Returns TW_EBUSY (and frees nothing) while it runs or
+ * from inside one of its callbacks. Watchers still added are dropped (their
+ * memory is theirs; they are left out of any reactor, free to be re-added
+ * elsewhere); pending delayed calls, triggers and cross-thread calls are
+ * dropped without running; the thread pool is stopped and joined. NULL is
+ * ignored (returns 0). */
 int tw_reactor_free(tw_reactor *r);
 
 const char *tw_reactor_backend_name(const tw_reactor *r);
@@ -68,20 +72,31 @@ int tw_reactor_run(tw_reactor *r);
 int tw_reactor_stop(tw_reactor *r);
 
 /* Makes run return after the current iteration, firing no shutdown event.
- * Returns 0 or TW_ENOTRUNNING. */
+ * Returns 0 or TW_ENOTRUNNING (not running, or crashed already). A crashed
+ * reactor may run again: the startup event then fires again, with whatever
+ * startup triggers are registered by then. A crash after a stop still leaves
+ * the reactor stopped (not restartable). */
 int tw_reactor_crash(tw_reactor *r);
 
 /* Runs one iteration: due timers, then waits up to `timeout` seconds (0: just
- * poll) for I/O and dispatches it, then due timers and cross-thread calls.
- * Works whether or not run is active (not from inside a callback of this
- * reactor: TW_EBUSY). Returns the number of events and calls dispatched, or an
- * error (TW_EINVAL for a negative or NaN timeout). */
+ * poll; INFINITY: no bound) for I/O and dispatches it, then due timers and
+ * cross-thread calls. The wait ends early at the next timer, and is 0 when
+ * cross-thread calls are queued. Works whether or not run is active (not from
+ * inside a callback of this reactor: TW_EBUSY). Returns the number of timers,
+ * fd events, signal deliveries and cross-thread calls dispatched (the
+ * reactor's own internal wakeups are not counted), or an error (TW_EINVAL for
+ * a negative or NaN timeout). */
 int tw_reactor_iterate(tw_reactor *r, double timeout);
 
+/* Twisted's reactor.running: true from the during-startup phase until the
+ * during-shutdown phase (so still true in before-shutdown triggers), or until
+ * a crash. */
 bool tw_reactor_running(const tw_reactor *r);
 
-/* Calls fn(arg) once the reactor runs: at the after-startup phase, or on the
- * next iteration if it runs already. Returns 0 or TW_ENOMEM. */
+/* Calls fn(arg) once the reactor runs: at the after-startup phase (in order
+ * with the after-startup triggers; it counts as one in tw_reactor_state), or
+ * on the next iteration if it runs already (as a delayed call of 0 s).
+ * Returns 0, TW_EINVAL for a NULL fn, or TW_ENOMEM. */
 int tw_reactor_call_when_running(tw_reactor *r, void (*fn)(void *arg), void *arg);
 
 /* ---- System event triggers (addSystemEventTrigger) */
@@ -93,14 +108,16 @@ typedef enum tw_trigger_event { TW_EVENT_STARTUP, TW_EVENT_SHUTDOWN } tw_trigger
  * the event waits for every returned deferred (for shutdown: at most the
  * shutdown timeout, after which they are cancelled and the wait is logged);
  * in other phases a returned deferred is not waited for. A failure from such a
- * deferred is logged and does not stop the event. */
+ * deferred is logged and does not stop the event. While an event waits, the
+ * loop goes on (timers, I/O). Firing an event consumes its triggers, as in
+ * Twisted; a before trigger added while the before phase fires runs in it. */
 typedef tw_deferred *(*tw_trigger_fn)(void *arg);
 typedef uint64_t tw_trigger_id;
 
 /* Returns 0 and, if out is not NULL, an id for removal; TW_EINVAL; TW_ENOMEM. */
 int tw_reactor_add_trigger(tw_reactor *r, tw_trigger_phase phase, tw_trigger_event event,
                            tw_trigger_fn fn, void *arg, tw_trigger_id *out);
-/* Returns 0, or TW_ENOENT if the id is not (or no longer) registered. */
+/* Returns 0, or TW_ENOENT if the id is not (or no longer: fired) registered. */
 int tw_reactor_remove_trigger(tw_reactor *r, tw_trigger_id id);
 
 /* ---- Watching file descriptors (IReactorFDSet)
@@ -135,17 +152,21 @@ void tw_io_init(tw_io *io, int fd, tw_io_fn fn, void *data);
 /* Start or stop watching for readability / writability. Adding what is
  * already added, or removing what is not, returns 0 and does nothing.
  * Returns TW_EEXIST if another watcher of this reactor watches the fd,
- * TW_EBUSY if io is added to another reactor, TW_EBADF for a bad fd,
- * TW_EINVAL if select is the backend and fd >= FD_SETSIZE, TW_ENOMEM, or
- * -errno from the kernel. A watcher with neither event left is out of the
- * reactor and may be freed or re-added. */
+ * TW_EBUSY if io is added to another reactor (removal too), TW_EBADF for a
+ * bad fd, TW_EINVAL if select is the backend and fd >= FD_SETSIZE, TW_ENOMEM,
+ * or -errno from the kernel (epoll refuses regular files: -EPERM). Removal
+ * succeeds even if the fd was closed first. A watcher with neither event left
+ * is out of the reactor and may be freed or re-added. */
 int tw_reactor_add_reader(tw_reactor *r, tw_io *io);
 int tw_reactor_add_writer(tw_reactor *r, tw_io *io);
 int tw_reactor_remove_reader(tw_reactor *r, tw_io *io);
 int tw_reactor_remove_writer(tw_reactor *r, tw_io *io);
 
 /* Removes every watcher (removeAll) and calls fn(io, arg) for each, in the
- * order they were added; fn may free io. Returns how many were removed. */
+ * order they were added (fn may be NULL). Each watcher is out of the reactor
+ * when fn sees it; fn may free it, or remove or free watchers not yet visited
+ * (those are then skipped). The reactor's own internal watchers stay.
+ * Returns how many were removed. */
 size_t tw_reactor_remove_all(tw_reactor *r, void (*fn)(tw_io *io, void *arg), void *arg);
 
 /* ---- Signals
@@ -153,17 +174,25 @@ size_t tw_reactor_remove_all(tw_reactor *r, void (*fn)(tw_io *io, void *arg), vo
  * Watch any signal from the loop: fn runs on the reactor thread, on the next
  * iteration after the signal arrives (several deliveries of one signal between
  * iterations may be merged into one call). Works with several reactors and
- * several watches per signal. SIGKILL, SIGSTOP and the signals the C library
- * reserves cannot be watched (TW_EINVAL). */
+ * several watches per signal. SIGKILL, SIGSTOP, the signals the C library
+ * reserves, and the fault signals SIGSEGV, SIGBUS, SIGFPE and SIGILL (whose
+ * handler returning would only repeat the fault) cannot be watched
+ * (TW_EINVAL). A signal's first watch in the process replaces its
+ * disposition; the delivery itself runs an async-signal-safe handler that only
+ * wakes the reactors watching it. */
 
 typedef struct tw_signal_watch tw_signal_watch;
 typedef void (*tw_signal_fn)(tw_reactor *r, int signo, void *arg);
 
-/* Returns 0 and the watch in *out; TW_EINVAL; TW_ENOMEM; -errno. */
+/* Returns 0 and the watch in *out; TW_EINVAL (also for a NULL fn or out);
+ * TW_ENOMEM; TW_EBUSY when more than 256 reactors watch signals at once;
+ * -errno. */
 int tw_reactor_watch_signal(tw_reactor *r, int signo, tw_signal_fn fn, void *arg,
                             tw_signal_watch **out);
-/* Stops and frees the watch; when the last watch of a signal in the process
- * goes, the signal's previous disposition is restored. NULL is ignored. */
+/* Stops and frees the watch (also from inside its own callback); when the
+ * last watch of a signal in the process goes, the signal's previous
+ * disposition is restored. NULL is ignored. Watches left when the reactor is
+ * freed are stopped and freed with it (and that is logged). */
 void tw_signal_watch_stop(tw_signal_watch *watch);
 
 /* ---- State, for the dirty-reactor check (testing.h) */

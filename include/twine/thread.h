@@ -12,12 +12,16 @@
 #include <twine/reactor.h>
 #include <twine/result.h>
 
-/* Thread-safe. Queues fn(arg) to run on the reactor's thread, in the order
- * queued (per calling thread), on the reactor's next iteration, and wakes the
- * loop if it sleeps. Many calls while the loop is busy cost one wakeup.
- * Returns 0; TW_ENOMEM; TW_ESHUTDOWN once the reactor is being freed (fn
- * will then never run). Calls queued when the reactor is freed are dropped
- * without running. */
+/* Thread-safe (and callable on the reactor's own thread). Queues fn(arg) to
+ * run on the reactor's thread, in the order queued (per calling thread), on
+ * the reactor's next iteration, and wakes the loop if it sleeps. Many calls
+ * while the loop is busy cost one wakeup. Steady state allocates nothing
+ * (nodes come from a pool the reactor recycles). Returns 0; TW_EINVAL for a
+ * NULL fn; TW_ENOMEM; TW_ESHUTDOWN once the reactor is being freed (fn will
+ * then never run). Calls queued when the reactor is freed are dropped without
+ * running. tw_reactor_free refuses calls before it joins the reactor's thread
+ * pool, so its workers get TW_ESHUTDOWN; any other thread must stop calling
+ * before tw_reactor_free returns (the reactor's memory is gone then). */
 int tw_reactor_call_from_thread(tw_reactor *r, tw_call_fn fn, void *arg);
 
 /* ---- Thread pools */

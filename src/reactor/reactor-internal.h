@@ -69,13 +69,26 @@ bool tw__reactor_on_owner_thread(const tw_reactor *r);
 /* ---- Hooks into wakeup.c (call_from_thread). */
 struct tw__wakeup;
 int tw__wakeup_init(tw_reactor *r, struct tw__wakeup **out);
+/* Refuses further calls (TW_ESHUTDOWN) from now on; queued calls stay queued.
+ * tw_reactor_free does this before it joins the thread pool, so a worker that
+ * calls back during the free gets TW_ESHUTDOWN instead of a freed reactor. */
+void tw__wakeup_close(struct tw__wakeup *w);
 /* Refuses further calls (TW_ESHUTDOWN), drops the queued ones unrun, frees. */
 void tw__wakeup_destroy(tw_reactor *r, struct tw__wakeup *w);
 /* Runs the calls queued so far (not those queued while running). */
 size_t tw__wakeup_run(struct tw__wakeup *w);
-size_t tw__wakeup_pending(struct tw__wakeup *w);
+size_t tw__wakeup_pending(struct tw__wakeup *w); /* walks the queue */
+bool tw__wakeup_has_calls(struct tw__wakeup *w); /* cheap */
 /* Makes the next poll return at once (thread-safe, async-signal-safe). */
 void tw__wakeup_poke(struct tw__wakeup *w);
+
+/* A wake fd: an eventfd (both ends the same fd) where there is one, else a
+ * non-blocking pipe. Used by wakeup.c and signal.c. open returns 0 or -errno;
+ * write is async-signal-safe and preserves errno; drain empties it. */
+int tw__wakefd_open(int fds[2]);
+void tw__wakefd_close(int fds[2]);
+void tw__wakefd_write(int wfd);
+void tw__wakefd_drain(int rfd);
 
 /* ---- Hooks into signal.c. */
 struct tw__signals;
@@ -101,6 +114,19 @@ enum tw__run_state {
 };
 
 struct tw__trigger;
+struct tw__wait;
+
+/* One system event (startup or shutdown) being fired: the before triggers
+ * have run and their deferreds are awaited; then during and after run. */
+enum tw__event_stage { TW__EV_IDLE, TW__EV_WAITING, TW__EV_DONE };
+struct tw__event {
+    tw_trigger_event which;
+    enum tw__event_stage stage;
+    size_t waiting;          /* before-phase deferreds not fired yet */
+    struct tw__wait *waits;  /* every before-phase deferred of this firing */
+    tw_delayed_call timeout; /* shutdown only: the bound on the wait */
+    bool timed_out;
+};
 
 struct tw_reactor {
     const struct tw__backend *backend;
@@ -119,10 +145,15 @@ struct tw_reactor {
     bool crash_asked;        /* run returns after this iteration */
     unsigned dispatch_depth; /* >0 inside a callback of this reactor */
 
-    struct tw__trigger *triggers; /* owned by reactor.c */
+    struct tw__trigger *triggers; /* owned by reactor.c, in order added */
+    struct tw__trigger **triggers_tail;
+    size_t trigger_count;
     uint64_t trigger_seq;
     double shutdown_timeout;
     bool signal_handlers;
+    bool running; /* Twisted's reactor.running: during-startup to during-shutdown */
+    struct tw__event startup, shutdown;
+    size_t iter_events; /* user events dispatched (iterate's count) */
 
     struct tw__wakeup *wakeup;
     struct tw__signals *signals;
