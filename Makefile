@@ -1,7 +1,7 @@
 # The newcomer's commands. Each one installs missing Debian packages first.
 #   make run      start the main job (see README)
 #   make test     build everything and run every test (all reactor backends)
-#   make asan     the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make asan     the same suite under ASan + UBSan, built with clang (make test uses gcc)
 #   make bench    side-by-side benchmarks against libuv (prints JSON lines)
 #   make fuzz     build the libFuzzer targets and run each for a short while
 #   make install  install the library, headers and pkg-config file (PREFIX=/usr/local)
@@ -32,7 +32,7 @@ test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 asan: deps
-	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DTWINE_SANITIZE=ON $(CMAKE_ARGS)
+	cmake -S . -B build-asan -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DTWINE_SANITIZE=ON $(CMAKE_ARGS)
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -j $(JOBS)
 

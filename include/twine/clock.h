@@ -34,8 +34,13 @@ uint64_t tw_monotonic_ns(void);
 tw_clock *tw_clock_new_manual(void);
 
 /* Frees a manual clock. Pending calls are dropped without running; their
- * arguments are not touched (they belong to whoever scheduled them). A
- * reactor's clock is freed with the reactor, never with this. */
+ * arguments are not touched (they belong to whoever scheduled them); intrusive
+ * timers still armed are left disarmed (their memory is their owner's; they
+ * may still be stopped, a no-op, but never started again). Called
+ * from inside one of the clock's own callbacks, it frees the clock once the
+ * advance that ran the callback returns, running nothing more. A reactor's
+ * clock is freed with the reactor, never with this: given one, it logs an
+ * error and does nothing. NULL is ignored. */
 void tw_clock_free(tw_clock *clock);
 
 /* The clock's current time in seconds: a manual clock's own, a reactor's
@@ -44,12 +49,15 @@ double tw_clock_seconds(const tw_clock *clock);
 
 /* Manual clocks only: moves time forward by `seconds` and runs every call that
  * is then due, in order, including calls those calls schedule that are due too.
- * Returns the number of calls run, TW_EINVAL for a negative or NaN amount, or
- * TW_EINVAL for a reactor's clock. */
+ * Returns the number of calls run (capped at INT_MAX); TW_EINVAL for a
+ * negative, NaN or infinite amount, or for a reactor's clock (time is left as
+ * it was); TW_EBUSY when called from inside a callback of this clock. A huge
+ * finite amount moves time to the far future (about 292 years), no further. */
 int tw_clock_advance(tw_clock *clock, double seconds);
 
 /* Manual clocks only: advance by each of timings[0..n) in turn (Clock.pump).
- * Returns the number of calls run, or TW_EINVAL as advance. */
+ * Returns the number of calls run, or TW_EINVAL / TW_EBUSY as advance (every
+ * timing is checked before time moves at all). */
 int tw_clock_pump(tw_clock *clock, const double *timings, size_t n);
 
 /* Pending timers and delayed calls on this clock (the dirty-reactor check). */
@@ -65,23 +73,29 @@ typedef struct tw_timer tw_timer;
 typedef void (*tw_timer_fn)(tw_timer *timer);
 
 struct tw_timer {
-    /* Private: set by tw_timer_init and the clock. */
+    /* Private: set by tw_timer_init and the clock. The heap is ordered by
+     * (heap_key_ns, heap_seq); re-arming later only moves (due_ns, seq), and
+     * the heap catches up when the timer reaches its top. */
     tw_clock *clock;
     tw_timer_fn fn;
     uint64_t heap_key_ns; /* deadline the heap is ordered by (<= due_ns) */
-    uint64_t due_ns;      /* the real deadline; the heap catches up lazily */
-    uint64_t seq;         /* tie-break: scheduling order */
+    uint64_t heap_seq;    /* tie-break the heap is ordered by (<= seq) */
+    uint64_t due_ns;      /* the real deadline */
+    uint64_t seq;         /* the real tie-break: scheduling order */
     uint32_t heap_index;  /* position in the heap; UINT32_MAX when not armed */
 };
 
-/* Prepares a timer; fn runs on the clock's thread when it is due, after the
- * timer has been disarmed (so fn may re-arm it or free its container). */
+/* Prepares a timer (unarmed); fn runs on the clock's thread when it is due,
+ * after the timer has been disarmed (so fn may re-arm it or free its
+ * container). Must not be called on an armed timer. */
 void tw_timer_init(tw_timer *timer, tw_clock *clock, tw_timer_fn fn);
 
 /* Arms the timer `delay` seconds from the clock's current time, or re-arms it
- * if armed. Returns 0; TW_EINVAL for a negative, NaN or infinite delay (the
- * timer is left as it was); TW_ENOMEM if the clock's heap had to grow and could
- * not (only possible when the timer was not armed). */
+ * if armed (a re-arm counts as rescheduling for the same-deadline order).
+ * A huge finite delay means the far future (about 292 years). Returns 0;
+ * TW_EINVAL for a negative, NaN or infinite delay (the timer is left as it
+ * was); TW_ENOMEM if the clock's heap had to grow and could not (only possible
+ * when the timer was not armed; it stays unarmed). */
 int tw_timer_start(tw_timer *timer, double delay);
 
 /* Disarms the timer; does nothing if it is not armed. */
@@ -103,18 +117,27 @@ typedef struct tw_delayed_call {
     uint64_t id;              /* private */
 } tw_delayed_call;
 
-/* Schedules fn(arg) `delay` seconds from now. arg is never touched by Twine.
- * Returns 0 and, if out is not NULL, the handle; TW_EINVAL for a negative,
- * NaN or infinite delay; TW_ENOMEM. On error fn never runs. */
+/* Schedules fn(arg) `delay` seconds from now (a huge finite delay: the far
+ * future, about 292 years). arg is never touched by Twine. Returns 0 and, if
+ * out is not NULL, the handle; TW_EINVAL for a negative, NaN or infinite delay
+ * or a NULL clock or fn; TW_ENOMEM. On error fn never runs and nothing is
+ * scheduled. */
 int tw_call_later(tw_clock *clock, double delay, tw_call_fn fn, void *arg, tw_delayed_call *out);
 
-/* Each returns 0, or TW_EALREADYCALLED if the call ran, TW_EALREADYCANCELLED
- * if it was cancelled (TW_EALREADYCALLED too for a zeroed handle, or a handle
- * whose slot has since been reused). */
+/* Each returns 0, or TW_EALREADYCALLED if the call ran (or is running: a call
+ * counts as called as soon as it starts), TW_EALREADYCANCELLED if it was
+ * cancelled (TW_EALREADYCALLED too for a zeroed handle, or a handle whose slot
+ * has since been reused; slots are reused oldest-released first, so the exact
+ * code survives as long as possible). The handle is checked before the
+ * arguments. */
 int tw_delayed_call_cancel(tw_delayed_call call);
-/* Reschedules to `delay` seconds from now (TW_EINVAL as tw_call_later). */
+/* Reschedules to `delay` seconds from now (TW_EINVAL as tw_call_later); a
+ * reset counts as rescheduling for the same-deadline order, as does delay. */
 int tw_delayed_call_reset(tw_delayed_call call, double delay);
-/* Postpones by `seconds` (may be negative: sooner, but not before now). */
+/* Postpones by `seconds` from its current time (may be negative: sooner).
+ * The new time is never before now: a call already due is left as it is by a
+ * negative amount, and one overdue by more than a positive amount moves to
+ * now. TW_EINVAL for NaN or an infinite amount. */
 int tw_delayed_call_delay(tw_delayed_call call, double seconds);
 
 bool tw_delayed_call_active(tw_delayed_call call);

@@ -112,21 +112,22 @@ int tw_log_remove_observer(tw_log_observer_fn fn, void *arg)
     return rc;
 }
 
-static void format_time(double t, char *buf, size_t size)
+/* ISO 8601 in UTC with milliseconds: 2026-11-23T00:40:01.123Z */
+static void format_time(double t, char buf[static 32])
 {
     time_t secs = (time_t)t;
     struct tm tm;
     gmtime_r(&secs, &tm);
-    int ms = (int)((t - (double)secs) * 1000.0);
-    snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+    size_t n = strftime(buf, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    unsigned ms = (unsigned)((t - (double)secs) * 1000.0) % 1000u;
+    snprintf(buf + n, 32 - n, ".%03uZ", ms);
 }
 
 void tw_log_text_observer(const tw_log_event *event, void *file)
 {
     FILE *out = file ? file : stderr;
     char when[32];
-    format_time(event->time, when, sizeof when);
+    format_time(event->time, when);
     flockfile(out);
     fprintf(out, "%s [%s#%s] %s\n", when, event->ns, tw_log_level_name(event->level),
             event->message);
