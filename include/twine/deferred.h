@@ -8,20 +8,39 @@
  *   to the callbacks, and a callback that returns a failure to the errbacks.
  * - A callback that returns a deferred (tw_result_deferred) pauses the chain
  *   until that deferred fires; its result then becomes the current result.
+ *   A callback that returns its own deferred fails it with TW_EINVAL (logged:
+ *   it would wait forever).
  * - Adding callbacks to a deferred that has fired (and is not paused) runs
- *   them at once.
- * - Chains run iteratively, in constant stack, however long or deeply nested.
+ *   them at once; added from inside that deferred's chain (a running callback
+ *   of it, or of a deferred it is handing its result to), they run when the
+ *   chain gets back to them, as Twisted's _runningCallbacks guard.
+ * - Chains run iteratively, in constant stack, however long or deeply nested
+ *   (deferreds returned from callbacks, chain, cancellation forwarding and
+ *   releasing included).
  * - Cancelling an unfired deferred calls its canceller; if the canceller did
- *   not fire it, it fails with TW_ECANCELED (and one later callback/errback
- *   from the producer is then silently ignored, as Twisted's
- *   _suppressAlreadyCalled). Cancelling a deferred that waits on another
- *   cancels the one it waits on. Cancelling a fired deferred does nothing.
+ *   not fire it, it fails with TW_ECANCELED. Without a canceller, one later
+ *   callback/errback from the producer is then silently ignored (Twisted's
+ *   _suppressAlreadyCalled); with one, the canceller was the producer's
+ *   chance to stop, and a later firing is the misuse it always is.
+ *   Cancelling a deferred that waits on another cancels the one it waits on
+ *   (the innermost of a nest). Cancelling a fired deferred does nothing.
  *
  * Ownership: deferreds are reference counted. tw_deferred_new returns one
  * reference; a producer that will fire it later typically hands a second one
  * (tw_deferred_ref) to its caller. Callbacks keep running after the caller
  * has dropped its reference. The result, when the chain ends, is owned by the
  * deferred and released with it.
+ *
+ * A deferred waiting on another (a callback returned it) is held by that one,
+ * which will hand it its result: its chain goes on when the inner fires even
+ * if nobody else holds it. While someone else does hold it, it holds the
+ * inner in turn (so cancelling it can reach the inner); once only the inner
+ * holds it, it lets go, so an inner that nobody can fire any more is
+ * released, and the waiting deferred with it (every pair argument released,
+ * no callback run). As in any reference-counted C library, a cycle the user
+ * builds is not collected: if a pending callback's argument holds a reference
+ * to the very deferred its own deferred waits on, and nobody ever fires that
+ * one, neither is released.
  *
  * Unhandled failures: a deferred released with a failure as its current
  * result logs "Unhandled error in Deferred:" with the failure (level error,
@@ -60,9 +79,12 @@ void tw_deferred_unref(tw_deferred *d);
 
 /* Adds a callback/errback pair. Either may be NULL: the result then passes
  * through that side unchanged. arg_release, if not NULL, is called with arg
- * exactly once when the pair is done with: after the one that ran returned,
- * or when the deferred is released without running it.
- * Returns 0, or TW_ENOMEM (nothing added, arg_release not called). */
+ * exactly once when the pair is done with: after the one that ran returned
+ * (or the result passed through a NULL side), or when the deferred is
+ * released without reaching it. Pairs are stored in the deferred (room for
+ * four), then in an array that grows: no allocation per pair in the common
+ * case. Returns 0, TW_EINVAL (d NULL), or TW_ENOMEM (nothing added,
+ * arg_release not called). */
 int tw_deferred_add_callbacks(tw_deferred *d, tw_callback_fn callback, tw_callback_fn errback,
                               void *arg, tw_release_fn arg_release);
 
@@ -82,24 +104,31 @@ static inline int tw_deferred_add_both(tw_deferred *d, tw_callback_fn fn, void *
 
 /* Fires the deferred with a result, which it takes over whatever happens.
  * Returns 0; TW_EALREADYCALLED if it fired before (the result is released and
- * the misuse logged), except once after a cancellation, where it is silently
- * released and 0 returned; TW_EINVAL if the result is a deferred (released). */
+ * the misuse logged), except once after a cancellation without a canceller,
+ * where it is silently released and 0 returned; TW_EINVAL if the result is a
+ * deferred (released, logged; d stays unfired) or d is NULL. */
 int tw_deferred_callback(tw_deferred *d, tw_result result);
-/* Fires with a failure (taken over); as tw_deferred_callback. */
+/* Fires with a failure (taken over); as tw_deferred_callback. A NULL failure
+ * is TW_EINVAL (logged, d stays unfired). */
 int tw_deferred_errback(tw_deferred *d, tw_failure *failure);
 
 /* True once callback or errback has been called. */
 bool tw_deferred_called(const tw_deferred *d);
 
-/* Pause: callbacks stop running (results wait) until a matching unpause.
- * Pauses nest. unpause returns TW_EPAUSED if d is not paused. */
+/* Pause: callbacks stop running (results wait) until a matching unpause,
+ * from the next callback on when paused from inside the chain. Pauses nest.
+ * unpause returns TW_EPAUSED if d is not paused (waiting on a returned
+ * deferred is not a pause to undo). */
 void tw_deferred_pause(tw_deferred *d);
 int tw_deferred_unpause(tw_deferred *d);
 
 /* chainDeferred: when d's chain reaches this point, other fires with the
- * current result and d's chain goes on with a NULL value (as Twisted's None).
- * Takes its own reference to other. Returns 0, TW_EINVAL if other == d, or
- * TW_ENOMEM. */
+ * current result and d's chain goes on with a NULL value (as Twisted's None);
+ * other's chain runs first, in constant stack however many are chained. If
+ * other has fired already, d's chain goes on with a TW_EALREADYCALLED failure
+ * (the misuse logged, the result released), as Twisted's raise would.
+ * Takes its own reference to other. Returns 0, TW_EINVAL if other == d or
+ * either is NULL, or TW_ENOMEM. */
 int tw_deferred_chain(tw_deferred *d, tw_deferred *other);
 
 /* Cancels (see the top of this file). Safe on any deferred, fired or not. */
@@ -107,22 +136,32 @@ void tw_deferred_cancel(tw_deferred *d);
 
 /* addTimeout: if d has not fired `seconds` from now on `clock`, cancel it; a
  * TW_ECANCELED failure that results becomes a TW_ETIMEDOUT failure (caused by
- * the cancellation). The timer goes away when d fires. Returns 0, TW_EINVAL
- * (bad delay), or TW_ENOMEM. */
+ * the cancellation). As Twisted's, it covers the callbacks added before it:
+ * it is a pair added to d's chain, and the timer goes away when the chain
+ * reaches it, or when d is released. The clock must outlive that. Returns 0,
+ * TW_EINVAL (negative, NaN or infinite delay; NULL d or clock), or
+ * TW_ENOMEM. */
 int tw_deferred_add_timeout(tw_deferred *d, tw_clock *clock, double seconds);
 
 /* ---- Ready-made deferreds */
 
-/* succeed(value): an already-fired deferred holding the value (taken over). */
+/* succeed(value): an already-fired deferred holding the value (taken over).
+ * Given a deferred, it fails with TW_EINVAL (logged). */
 tw_deferred *tw_succeed(tw_result result);
-/* fail(failure): an already-failed deferred (failure taken over). */
+/* fail(failure): an already-failed deferred (failure taken over; NULL gives a
+ * TW_EINVAL failure). */
 tw_deferred *tw_fail(tw_failure *failure);
 /* maybeDeferred: calls fn(arg) now and returns a deferred with its result (the
  * same deferred, if fn returned one). */
 tw_deferred *tw_maybe_deferred(tw_result (*fn)(void *arg), void *arg);
 
 /* ---- Combinators. Each takes over one reference to each of ds[0..n), and
- * cancelling the deferred it returns cancels the ones still unfired. */
+ * cancelling the deferred it returns cancels the inputs whose result it has
+ * not had yet. It holds the inputs only until its own deferred fires or is
+ * released. A NULL in ds (an input that could not be made) makes it release
+ * the others and return NULL, so out-of-memory passes through. Each adds one
+ * pair to every input, and allocates nothing after the first pair is added:
+ * when it returns NULL, the inputs are as they were. */
 
 /* The result value of tw_deferred_list (without FIRE_ON_ONE_CALLBACK) and of
  * tw_gather: one item per input, in input order. Released with the result
@@ -153,18 +192,24 @@ enum {
 /* DeferredList. Fires when all inputs have fired (with a list_result), or
  * sooner as the flags say. With no inputs it fires at once with an empty
  * list, unless FIRE_ON_ONE_CALLBACK is set: then it never fires (as Twisted).
+ * With FIRE_ON_ONE_CALLBACK, it fires with a first_result, except when every
+ * input failed: then with the list_result of their failures, as Twisted does
+ * (add FIRE_ON_ONE_ERRBACK to fail instead).
  * C cannot share ownership as Python does, so a value an input produces is
- * moved into the list and the input's own chain goes on with a NULL value. */
+ * moved into the list and the input's own chain goes on with a NULL value;
+ * once the list has fired, later inputs keep their values. */
 tw_deferred *tw_deferred_list(tw_deferred *const *ds, size_t n, unsigned flags);
 
 /* gatherResults: a list_result of every value (all success), or the first
  * failure as TW_EFIRSTERROR. consume_errors as TW_DL_CONSUME_ERRORS. */
 tw_deferred *tw_gather(tw_deferred *const *ds, size_t n, bool consume_errors);
 
-/* race: fires with the first value (a first_result) and cancels the others;
- * if every input fails, fails with TW_EALLFAILED caused by the first failure.
- * With no inputs it fails at once (TW_EALLFAILED). Inputs' failures are
- * consumed. */
+/* race: fires with the first value (a first_result) and cancels the others
+ * (before it fires, as Twisted); a value arriving later stays with its input.
+ * If every input fails, fails with TW_EALLFAILED caused by the failure of the
+ * first input (in input order, as Twisted's FailureGroup lists them); so does
+ * cancelling the race, which cancels every input. With no inputs it fails at
+ * once (TW_EALLFAILED). Inputs' failures are consumed. */
 tw_deferred *tw_race(tw_deferred *const *ds, size_t n);
 
 /* Unhandled failures logged so far in this process (tests compare it). */

@@ -1,11 +1,11 @@
-#include <criterion/criterion.h>
+#include "twtest.h"
 #include <twine/alloc.h>
 #include <twine/error.h>
 #include <twine/testing.h>
 
 #include <string.h>
 
-Test(alloc, fail_after_n)
+TW_TEST(alloc, fail_after_n)
 {
     tw_testing_fail_alloc_after(2);
     void *a = tw_malloc(8), *b = tw_malloc(8), *c = tw_malloc(8);
@@ -20,7 +20,7 @@ Test(alloc, fail_after_n)
     tw_free(d);
 }
 
-Test(alloc, counts_allocations)
+TW_TEST(alloc, counts_allocations)
 {
     long before = tw_testing_alloc_count();
     char *s = tw_strdup("hello");
@@ -31,12 +31,12 @@ Test(alloc, counts_allocations)
     tw_free(t);
 }
 
-Test(alloc, calloc_overflow_is_refused)
+TW_TEST(alloc, calloc_overflow_is_refused)
 {
     cr_assert_null(tw_calloc((size_t)-1 / 2, 4));
 }
 
-Test(alloc, set_allocator_rejects_incomplete)
+TW_TEST(alloc, set_allocator_rejects_incomplete)
 {
     tw_allocator bad = {0};
     cr_assert_eq(tw_set_allocator(&bad), TW_EINVAL);

@@ -1,9 +1,9 @@
-#include <criterion/criterion.h>
+#include "twtest.h"
 #include <twine/error.h>
 
 #include <string.h>
 
-Test(error, own_codes_are_named_and_described)
+TW_TEST(error, own_codes_are_named_and_described)
 {
     cr_assert_str_eq(tw_err_name(TW_EALREADYCALLED), "EALREADYCALLED");
     cr_assert(strstr(tw_strerror(TW_EALREADYCALLED), "already called"));
@@ -11,7 +11,7 @@ Test(error, own_codes_are_named_and_described)
     cr_assert_lt(TW_EUSER, TW__ERRNO_LIMIT);
 }
 
-Test(error, errno_codes_map_to_libc)
+TW_TEST(error, errno_codes_map_to_libc)
 {
     cr_assert_eq(TW_ENOMEM, -ENOMEM);
     cr_assert_str_eq(tw_err_name(TW_ENOMEM), "ENOMEM");
@@ -19,7 +19,7 @@ Test(error, errno_codes_map_to_libc)
     cr_assert_str_eq(tw_strerror(-ECONNRESET), strerror(ECONNRESET));
 }
 
-Test(error, unknown_codes_are_safe)
+TW_TEST(error, unknown_codes_are_safe)
 {
     cr_assert_str_eq(tw_err_name(-999999), "UNKNOWN");
     cr_assert_str_eq(tw_strerror(-999999), "unknown error");

@@ -1,4 +1,4 @@
-#include <criterion/criterion.h>
+#include "twtest.h"
 #include <twine/error.h>
 #include <twine/failure.h>
 #include <twine/testing.h>
@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-Test(failure, carries_code_message_and_origin)
+TW_TEST(failure, carries_code_message_and_origin)
 {
     int line = __LINE__ + 1;
     tw_failure *f = tw_failure_new(TW_ETIMEDOUT, NULL, "connect to %s timed out", "example");
@@ -19,21 +19,21 @@ Test(failure, carries_code_message_and_origin)
     tw_failure_unref(f);
 }
 
-Test(failure, null_format_uses_strerror)
+TW_TEST(failure, null_format_uses_strerror)
 {
     tw_failure *f = tw_failure_new(-ECONNREFUSED, NULL, NULL);
     cr_assert_str_eq(tw_failure_message(f), strerror(ECONNREFUSED));
     tw_failure_unref(f);
 }
 
-Test(failure, non_negative_code_becomes_euser)
+TW_TEST(failure, non_negative_code_becomes_euser)
 {
     tw_failure *f = tw_failure_new(42, NULL, "bad code");
     cr_assert_eq(tw_failure_code(f), TW_EUSER);
     tw_failure_unref(f);
 }
 
-Test(failure, cause_chain_and_format)
+TW_TEST(failure, cause_chain_and_format)
 {
     tw_failure *root = tw_failure_new(-ECONNREFUSED, NULL, "refused");
     tw_failure *top = tw_failure_new(TW_ETIMEDOUT, root, "gave up");
@@ -47,7 +47,7 @@ Test(failure, cause_chain_and_format)
     tw_failure_unref(top); /* drops the cause too (ASan would report a leak) */
 }
 
-Test(failure, format_reports_needed_length_when_truncated)
+TW_TEST(failure, format_reports_needed_length_when_truncated)
 {
     tw_failure *f = tw_failure_new(TW_EINVAL, NULL, "%s", "a fairly long message for a buffer");
     char small[8];
@@ -61,7 +61,7 @@ Test(failure, format_reports_needed_length_when_truncated)
     tw_failure_unref(f);
 }
 
-Test(failure, long_message_is_kept_whole)
+TW_TEST(failure, long_message_is_kept_whole)
 {
     char text[1000];
     memset(text, 'x', sizeof text - 1);
@@ -71,7 +71,7 @@ Test(failure, long_message_is_kept_whole)
     tw_failure_unref(f);
 }
 
-Test(failure, refcount)
+TW_TEST(failure, refcount)
 {
     tw_failure *f = tw_failure_new(TW_EINVAL, NULL, "x");
     cr_assert_eq(tw_failure_ref(f), f);
@@ -81,7 +81,7 @@ Test(failure, refcount)
     tw_failure_unref(NULL);
 }
 
-Test(failure, check_matches_codes)
+TW_TEST(failure, check_matches_codes)
 {
     tw_failure *f = tw_failure_new(TW_ECANCELED, NULL, NULL);
     cr_assert_eq(tw_failure_check(f, TW_ETIMEDOUT, TW_ECANCELED), TW_ECANCELED);
@@ -90,7 +90,7 @@ Test(failure, check_matches_codes)
     tw_failure_unref(f);
 }
 
-Test(failure, backtrace_when_asked)
+TW_TEST(failure, backtrace_when_asked)
 {
     tw_failure_capture_backtraces(true);
     tw_failure *f = tw_failure_new(TW_EINVAL, NULL, "with frames");
@@ -109,7 +109,7 @@ Test(failure, backtrace_when_asked)
     tw_failure_unref(f);
 }
 
-Test(failure, out_of_memory_gives_static_failure_and_drops_cause)
+TW_TEST(failure, out_of_memory_gives_static_failure_and_drops_cause)
 {
     tw_failure *cause = tw_failure_new(TW_EINVAL, NULL, "cause");
     tw_testing_fail_alloc_after(0);
@@ -123,7 +123,7 @@ Test(failure, out_of_memory_gives_static_failure_and_drops_cause)
     cr_assert_eq(tw_failure_code(f), TW_ENOMEM);
 }
 
-Test(failure, long_cause_chain_is_freed_iteratively)
+TW_TEST(failure, long_cause_chain_is_freed_iteratively)
 {
     tw_failure *f = NULL;
     for (int i = 0; i < 200000; i++)

@@ -1,4 +1,4 @@
-#include <criterion/criterion.h>
+#include "twtest.h"
 #include <twine/error.h>
 #include <twine/failure.h>
 #include <twine/log.h>
@@ -17,7 +17,7 @@ static char *read_all(FILE *f)
     return s;
 }
 
-Test(log, text_observer_line_with_failure_chain)
+TW_TEST(log, text_observer_line_with_failure_chain)
 {
     FILE *f = tmpfile();
     tw_log_add_observer(tw_log_text_observer, f);
@@ -35,7 +35,7 @@ Test(log, text_observer_line_with_failure_chain)
     fclose(f);
 }
 
-Test(log, json_observer_escapes_and_nests_causes)
+TW_TEST(log, json_observer_escapes_and_nests_causes)
 {
     FILE *f = tmpfile();
     tw_log_add_observer(tw_log_json_observer, f);
@@ -55,7 +55,7 @@ Test(log, json_observer_escapes_and_nests_causes)
     fclose(f);
 }
 
-Test(log, level_filter_drops_below)
+TW_TEST(log, level_filter_drops_below)
 {
     tw_testing_log_capture_start();
     tw_log_set_level(TW_LOG_WARN);
@@ -67,7 +67,7 @@ Test(log, level_filter_drops_below)
     tw_testing_log_capture_stop();
 }
 
-Test(log, observers_add_remove)
+TW_TEST(log, observers_add_remove)
 {
     cr_assert_eq(tw_log_add_observer(tw_log_text_observer, NULL), 0);
     cr_assert_eq(tw_log_add_observer(tw_log_text_observer, NULL), TW_EEXIST);
@@ -75,7 +75,7 @@ Test(log, observers_add_remove)
     cr_assert_eq(tw_log_remove_observer(tw_log_text_observer, NULL), TW_ENOENT);
 }
 
-Test(log, level_names_parse)
+TW_TEST(log, level_names_parse)
 {
     tw_log_level l;
     cr_assert_eq(tw_log_level_parse("error", &l), 0);
@@ -84,7 +84,7 @@ Test(log, level_names_parse)
     cr_assert_str_eq(tw_log_level_name(TW_LOG_CRITICAL), "critical");
 }
 
-Test(log, long_message_is_not_truncated)
+TW_TEST(log, long_message_is_not_truncated)
 {
     tw_testing_log_capture_start();
     char text[2000];
@@ -103,7 +103,7 @@ static void logging_observer(const tw_log_event *e, void *arg)
     tw_log_error("twine.test", "from inside an observer"); /* dropped, not a deadlock */
 }
 
-Test(log, observer_that_logs_does_not_deadlock, .timeout = 5)
+TW_TEST(log, observer_that_logs_does_not_deadlock, .timeout = 5)
 {
     int calls = 0;
     tw_log_add_observer(logging_observer, &calls);

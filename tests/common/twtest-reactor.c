@@ -1,23 +1,23 @@
 /* Reactor tests: a fresh reactor per test and the dirty-reactor check after. */
 #include "twtest.h"
 
-tw_reactor *twtest_reactor;
-
-void twtest_setup_reactor(void)
+tw_reactor *twtest_begin_reactor(void)
 {
     tw_testing_begin();
-    int rc = tw_reactor_new(&twtest_reactor, NULL);
+    tw_reactor *r = NULL;
+    int rc = tw_reactor_new(&r, NULL);
     cr_assert_eq(rc, 0, "tw_reactor_new: %s", tw_strerror(rc));
+    return r;
 }
 
-void twtest_teardown_reactor(void)
+void twtest_end_reactor(tw_reactor *r)
 {
     char why[512];
-    int dirty = tw_testing_check_clean(twtest_reactor, why, sizeof why);
-    int rc = tw_reactor_free(twtest_reactor);
-    twtest_reactor = NULL;
+    int dirty = tw_testing_check_clean(r, why, sizeof why);
+    int rc = tw_reactor_free(r);
     cr_assert_eq(rc, 0, "tw_reactor_free: %s", tw_strerror(rc));
     cr_assert_eq(dirty, 0, "dirty reactor: %s", why);
+    twtest_end();
 }
 
 tw_result twtest_wait(tw_reactor *r, tw_deferred *d)
