@@ -39,7 +39,8 @@
  *   host       a DNS name (letters, digits, '-', '_', dots; labels of 1-63, 253 in all)
  *              or an IP literal; tcp6 refuses IPv4 literals
  *   bindAddress  an IP literal (IPv6 for tcp6) to bind before connecting (port 0)
- *   timeout    seconds, decimal with an optional fraction ("2.5"), > 0, default 30
+ *   timeout    seconds, decimal with an optional fraction ("2.5"; no sign, no exponent),
+ *              more than 0 and at most 1e9, default 30
  *   PATH       the server's is address=, the client's path= (as in Twisted). A path
  *              starting with '@' or a NUL byte names the Linux abstract namespace (the
  *              rest is the name, at most 107 bytes, NULs allowed); any other path is a
@@ -59,7 +60,8 @@
  * before anything is allocated.
  *
  * ---- Errors
- * Parsing returns 0, TW_EINVAL for a bad description, or TW_ENOMEM. With an
+ * Parsing returns 0, TW_EINVAL for a bad description, TW_ENOMEM, or the code
+ * a registered type's validator failed with. With an
  * error, a failure with the same code is stored in *failure (if failure is not
  * NULL; the caller owns it), whose message names the offending part, prefixed
  * by the type: "unknown endpoint type 'tpc'", "tcp: port 70000 out of range
@@ -69,8 +71,10 @@
  * "empty endpoint description", "unterminated escape at the end of the
  * endpoint description", "haproxy: tcp: missing port". Values are quoted with
  * bytes outside printable ASCII as \xNN and long ones cut short, so a message
- * is always one printable line. Any bytes may be given: none makes the parser
- * crash or read out of bounds. */
+ * is always one printable line. When the arguments hold an empty value followed
+ * by an empty positional one, the trace of an unescaped "::", the message ends
+ * with a hint to write ':' in values as '\:'. Any bytes may be given: none makes
+ * the parser crash or read out of bounds. */
 #ifndef TWINE_ENDPOINT_H
 #define TWINE_ENDPOINT_H
 
@@ -179,7 +183,8 @@ const tw_endpoint_systemd *tw_endpoint_spec_systemd(const tw_endpoint_spec *spec
  * TW_ENDPOINT_CLIENT). Returns 0 and stores a new spec in *out; or TW_EINVAL
  * / TW_ENOMEM with *out set to NULL and, if failure is not NULL, a new failure
  * of the same code in *failure (see Errors above). description == NULL or a
- * role that is not exactly one role is TW_EINVAL too. Safe to call from any
+ * role that is not exactly one role is TW_EINVAL too; out == NULL is TW_EINVAL
+ * with no failure made. Safe to call from any
  * thread, as long as no type is being registered at the same time. */
 int tw_endpoint_parse(tw_endpoint_role role, const char *description, tw_endpoint_spec **out,
                       tw_failure **failure);
@@ -267,8 +272,8 @@ int tw_endpoint_arg_flag(const tw_endpoint_spec *spec, const tw_endpoint_arg *ar
                          bool *out, tw_failure **failure);
 
 /* Writes a printable, quoted form of len bytes into buf (always
- * NUL-terminated when size > 0): 'value', with bytes outside printable ASCII
- * (and the quote and backslash) as \xNN and more than 64 bytes cut to "...".
+ * NUL-terminated when size > 0, cut to fit): 'value', with bytes outside
+ * printable ASCII as \xNN, and after 64 bytes the rest left out: 'abc'...
  * Returns buf. TW_ENDPOINT_QUOTE_SIZE bytes are always enough. */
 #define TW_ENDPOINT_QUOTE_SIZE (2 + 64 * 4 + 3 + 1)
 const char *tw_endpoint_quote(char *buf, size_t size, const char *s, size_t len);

@@ -369,11 +369,11 @@ int tw_endpoint_parse_bytes(tw_endpoint_role role, const char *description, size
                             tw_endpoint_spec **out, tw_failure **failure)
 {
     char q[TW_ENDPOINT_QUOTE_SIZE];
+    if (failure)
+        *failure = NULL;
     if (out == NULL)
         return TW_EINVAL;
     *out = NULL;
-    if (failure)
-        *failure = NULL;
     if (role != TW_ENDPOINT_SERVER && role != TW_ENDPOINT_CLIENT)
         return GIVE("endpoint role %d is neither server nor client", (int)role);
     if (description == NULL)

@@ -588,6 +588,20 @@ TW_TEST(endpoint_syntax, unescaped_ipv6_gets_a_hint)
     tw_failure_unref(f);
 }
 
+TW_TEST(endpoint_syntax, quote_is_printable_and_bounded)
+{
+    char buf[TW_ENDPOINT_QUOTE_SIZE];
+    cr_assert_str_eq(tw_endpoint_quote(buf, sizeof buf, "a\0b\xff'\\", 6), "'a\\x00b\\xff'\\'");
+    char all[300];
+    memset(all, 0x01, sizeof all);
+    const char *q = tw_endpoint_quote(buf, sizeof buf, all, sizeof all);
+    cr_assert_eq(strlen(q), sizeof buf - 1); /* 64 bytes as \x01, quotes, "..." */
+    cr_assert_eq(strcmp(q + strlen(q) - 4, "'..."), 0);
+    char small[5] = "zzzz";
+    cr_assert_str_eq(tw_endpoint_quote(small, sizeof small, "abcdef", 6), "'abc");
+    cr_assert_str_eq(tw_endpoint_quote(small, 0, "x", 1), "'abc"); /* size 0: untouched */
+}
+
 TW_TEST(endpoint_syntax, bad_calls)
 {
     tw_endpoint_spec *spec = (void *)1;
@@ -599,7 +613,9 @@ TW_TEST(endpoint_syntax, bad_calls)
     cr_assert_eq(tw_endpoint_parse(S, NULL, &spec, &f), TW_EINVAL);
     cr_assert(strstr(tw_failure_message(f), "missing endpoint description"));
     tw_failure_unref(f);
-    cr_assert_eq(tw_endpoint_parse(S, "tcp:80", NULL, NULL), TW_EINVAL);
+    f = (void *)1;
+    cr_assert_eq(tw_endpoint_parse(S, "tcp:80", NULL, &f), TW_EINVAL);
+    cr_assert_null(f);
     /* No failure wanted: the code alone. */
     cr_assert_eq(tw_endpoint_parse(S, "tcp:x", &spec, NULL), TW_EINVAL);
     cr_assert_null(spec);
