@@ -61,9 +61,9 @@
  *
  * ---- Errors
  * Parsing returns 0, TW_EINVAL for a bad description, TW_ENOMEM, or the code
- * a registered type's validator failed with. With an
- * error, a failure with the same code is stored in *failure (if failure is not
- * NULL; the caller owns it), whose message names the offending part, prefixed
+ * a registered type's validator failed with. With an error, a failure with the
+ * same code is stored in *failure (if failure is not NULL; the caller owns
+ * it), whose message names the offending part, prefixed
  * by the type: "unknown endpoint type 'tpc'", "tcp: port 70000 out of range
  * (0-65535)", "tcp: port 'http' is not a number", "tcp: unknown option
  * 'backlg'", "tcp: missing port", "tcp: option 'port' given twice", "unix:
