@@ -23,13 +23,16 @@
 /* ---- Blocks and the per-thread cache ---------------------------------- */
 
 enum { REC_COPY = 1, REC_ZEROCOPY = 2 };
+#define NOT_OPEN UINT32_MAX
 
 struct tw__wblock {
     struct tw__wblock *next;
     size_t skip;   /* bytes of the first unconsumed record already consumed */
     uint32_t read; /* offset of that record */
     uint32_t end;  /* offset where the next record goes */
-    uint32_t last; /* offset of the last record (the one appends may extend) */
+    uint32_t open; /* offset of the last record if appends may extend it (a copy
+                    * record), else NOT_OPEN */
+    uint32_t unused;
     alignas(8) unsigned char data[];
 };
 
@@ -106,7 +109,9 @@ static struct tw__wblock *block_get(void)
             return NULL;
     }
     b->next = NULL;
-    b->read = b->skip = b->end = b->last = 0;
+    b->skip = 0;
+    b->read = b->end = 0;
+    b->open = NOT_OPEN;
     return b;
 }
 
@@ -155,12 +160,6 @@ static inline const unsigned char *rec_bytes(const struct rec *r)
                                : ((const struct zrec *)(const void *)r)->data;
 }
 
-/* Bytes a new copy record could take in b (0 if not worth a record). */
-static inline uint32_t room_for_new_copy(const struct tw__wblock *b)
-{
-    return b->end + REC_HDR < BLOCK_CAP ? BLOCK_CAP - b->end - REC_HDR : 0;
-}
-
 /* ---- The write queue --------------------------------------------------- */
 
 void tw_wqueue_init(tw_wqueue *q)
@@ -181,36 +180,31 @@ void tw_wqueue_free(tw_wqueue *q)
     tw_free(q);
 }
 
-/* Copies `len` bytes into the tail block's last copy record (extending it)
- * or into a new copy record there; returns how many fitted. */
+/* Copies up to `len` bytes into the tail block: into its open copy record
+ * (extending it) or a new one. Returns how many fitted. */
 static size_t copy_into_tail(tw_wqueue *q, const unsigned char *src, size_t len)
 {
     struct tw__wblock *t = q->tail;
     if (!t)
         return 0;
-    if (t->end > t->last) {
-        struct rec *r = rec_at(t, t->last);
-        if (r->kind == REC_COPY) {
-            uint32_t used = t->last + REC_HDR + r->len;
-            size_t n = BLOCK_CAP - used < len ? BLOCK_CAP - used : len;
-            if (n) {
-                memcpy(t->data + used, src, n);
-                r->len += (uint32_t)n;
-                t->end = t->last + rec_size(r);
-            }
-            return n;
-        }
-    }
-    uint32_t room = room_for_new_copy(t);
-    size_t n = room < len ? room : len;
-    if (n) {
-        struct rec *r = rec_at(t, t->end);
+    struct rec *r;
+    uint32_t used;
+    if (t->open != NOT_OPEN) {
+        r = rec_at(t, t->open);
+        used = t->open + REC_HDR + r->len;
+    } else if (t->end + REC_HDR < BLOCK_CAP) {
+        r = rec_at(t, t->end);
         r->kind = REC_COPY;
-        r->len = (uint32_t)n;
-        memcpy(r + 1, src, n);
-        t->last = t->end;
-        t->end += rec_size(r);
+        r->len = 0;
+        t->open = t->end;
+        used = t->end + REC_HDR;
+    } else {
+        return 0;
     }
+    size_t n = BLOCK_CAP - used < len ? BLOCK_CAP - used : len;
+    memcpy(t->data + used, src, n);
+    r->len += (uint32_t)n;
+    t->end = t->open + REC_HDR + ALIGN8(r->len);
     return n;
 }
 
@@ -220,12 +214,9 @@ static size_t tail_copy_room(const tw_wqueue *q)
     const struct tw__wblock *t = q->tail;
     if (!t)
         return 0;
-    if (t->end > t->last) {
-        const struct rec *r = (const struct rec *)(const void *)(t->data + t->last);
-        if (r->kind == REC_COPY)
-            return BLOCK_CAP - (t->last + REC_HDR + r->len);
-    }
-    return room_for_new_copy(t);
+    if (t->open != NOT_OPEN)
+        return BLOCK_CAP - (t->open + REC_HDR + rec_at((struct tw__wblock *)t, t->open)->len);
+    return t->end + REC_HDR < BLOCK_CAP ? BLOCK_CAP - t->end - REC_HDR : 0;
 }
 
 static void link_block(tw_wqueue *q, struct tw__wblock *b)
@@ -239,6 +230,19 @@ static void link_block(tw_wqueue *q, struct tw__wblock *b)
 
 int tw_wqueue_append(tw_wqueue *q, const void *data, size_t len)
 {
+    /* The steady path: a small write that fits the open record. */
+    struct tw__wblock *t;
+    if (q && (t = q->tail) && t->open != NOT_OPEN && data && len <= SIZE_MAX - q->size) {
+        struct rec *r = rec_at(t, t->open);
+        uint32_t used = t->open + REC_HDR + r->len;
+        if (len <= BLOCK_CAP - used) {
+            memcpy(t->data + used, data, len);
+            r->len += (uint32_t)len;
+            t->end = t->open + REC_HDR + ALIGN8(r->len);
+            q->size += len;
+            return 0;
+        }
+    }
     if (!q || (!data && len))
         return TW_EINVAL;
     if (len == 0)
@@ -308,7 +312,7 @@ int tw_wqueue_append_zerocopy(tw_wqueue *q, const void *data, size_t len, tw_rel
     struct zrec *z = (struct zrec *)(void *)(t->data + t->end);
     *z = (struct zrec){
         .kind = REC_ZEROCOPY, .data = data, .len = len, .release = release, .arg = arg};
-    t->last = t->end;
+    t->open = NOT_OPEN;
     t->end += ZREC_SIZE;
     q->size += len;
     return 0;

@@ -708,6 +708,7 @@ TW_TEST(rbuf, maximum_size_is_enforced)
     cr_assert_eq(tw_rbuf_append(&b, "x", 1), TW_ENOBUFS);
     cr_assert(memcmp(tw_rbuf_data(&b), "0123456789", 10) == 0);
     cr_assert_eq(tw_rbuf_append(&b, "x", SIZE_MAX), TW_ENOBUFS);
+    cr_assert_str_eq(tw_err_name(TW_ENOBUFS), "ENOBUFS");
 
     /* Lowering the bound keeps what is held; appends wait for consumes. */
     tw_rbuf_set_max(&b, 4);
