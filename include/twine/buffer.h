@@ -32,8 +32,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-/* The same type as result.h's: a function that releases what it is given. */
-typedef void (*tw_release_fn)(void *value);
+#include <twine/alloc.h>
 
 /* ---- Write queue ------------------------------------------------------ */
 
