@@ -10,6 +10,10 @@
 
 #include <stddef.h>
 
+/* Releases what it is given: the owner's half of a value handed around
+ * (tw_result, zero-copy writes). */
+typedef void (*tw_release_fn)(void *value);
+
 typedef struct tw_allocator {
     void *(*malloc)(size_t size);
     void *(*calloc)(size_t count, size_t size);

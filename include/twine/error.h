@@ -21,7 +21,8 @@
     X(EBUSY, -EBUSY, "resource busy")                                                              \
     X(ECANCELED, -ECANCELED, "operation cancelled")                                                \
     X(ETIMEDOUT, -ETIMEDOUT, "operation timed out")                                                \
-    X(ENOSYS, -ENOSYS, "not supported on this system")
+    X(ENOSYS, -ENOSYS, "not supported on this system")                                             \
+    X(ENOBUFS, -ENOBUFS, "no buffer space available")
 
 #define TW__ERRNO_LIMIT (-4096)
 

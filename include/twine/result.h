@@ -21,10 +21,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <twine/alloc.h>
 #include <twine/failure.h>
 
 typedef struct tw_deferred tw_deferred;
-typedef void (*tw_release_fn)(void *value);
 
 typedef struct tw_result {
     void *value;

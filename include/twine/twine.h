@@ -1,8 +1,9 @@
-/* Twine's core: include this to get the base, the reactor and deferreds. */
+/* Twine's core: include this to get the base (with buffers), the reactor and deferreds. */
 #ifndef TWINE_TWINE_H
 #define TWINE_TWINE_H
 
 #include <twine/alloc.h>
+#include <twine/buffer.h>
 #include <twine/clock.h>
 #include <twine/deferred.h>
 #include <twine/error.h>
