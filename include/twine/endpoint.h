@@ -81,8 +81,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <twine/alloc.h>
 #include <twine/failure.h>
-#include <twine/result.h>
 
 #define TW_ENDPOINT_MAX_LENGTH 4096 /* bytes in a description, the NUL excluded */
 #define TW_ENDPOINT_MAX_FIELDS 64   /* fields in a description, the type included */
