@@ -394,6 +394,29 @@ TW_REACTOR_TEST(defer_to_thread, survives_allocation_failure)
     cr_assert_eq(atomic_load(&c.runs), 1);
 }
 
+TW_REACTOR_TEST(defer_to_thread, a_pool_that_cannot_start_a_thread_fails_the_deferred)
+{
+    pthread_attr_t saved, huge;
+    cr_assert_eq(pthread_getattr_default_np(&saved), 0);
+    pthread_attr_init(&huge);
+    cr_assert_eq(pthread_attr_setstacksize(&huge, (size_t)1 << 46), 0);
+    cr_assert_eq(pthread_setattr_default_np(&huge), 0);
+    ctx c = {.value = 1};
+    tw_deferred *d = tw_defer_to_thread(r, return_value, &c);
+    cr_assert_eq(pthread_setattr_default_np(&saved), 0);
+    pthread_attr_destroy(&huge);
+    pthread_attr_destroy(&saved);
+    cr_assert_not_null(d);
+    cr_assert(tw_deferred_called(d), "no thread, yet the deferred waits");
+    tw_result res = twtest_wait(r, d);
+    cr_assert(tw_result_is_failure(res));
+    int code = tw_failure_code(res.failure);
+    cr_assert(code < 0 && code > TW__ERRNO_LIMIT && code != TW_ENOMEM, "got %d", code);
+    tw_result_release(&res);
+    tw_deferred_unref(d);
+    cr_assert_eq(atomic_load(&c.runs), 0);
+}
+
 /* ---- tw_blocking_call_from_thread */
 
 typedef struct bctx {
