@@ -499,10 +499,12 @@ static void serve_calls(tw_reactor *r)
     r->dispatch_depth--;
 }
 
-/* Two callers: the end of tw_reactor_run (run_active still set; the reactor
- * lives on and may iterate again, so it iterates while workers finish), and tw_reactor_free (never
- * while running; the wakeup queue is already closed and what is queued will be dropped unrun, so
- * tracked calls are swept instead). */
+/* Two callers, both after reactor.c has turned the loop while pool work
+ * remained (drain_pool, bounded by the shutdown timeout): the end of
+ * tw_reactor_run (run_active still set; the reactor lives on, so it goes on
+ * iterating while workers finish, past that bound), and tw_reactor_free
+ * (never while running; the wakeup queue is closed and what it holds will be
+ * dropped unrun, so tracked calls are swept instead). */
 void tw__reactor_pool_shutdown(tw_reactor *r)
 {
     bool freeing = !r->run_active;
