@@ -499,15 +499,12 @@ static void serve_calls(tw_reactor *r)
     r->dispatch_depth--;
 }
 
-/* Two callers, both after reactor.c has turned the loop while pool work
- * remained (drain_pool, bounded by the shutdown timeout): the end of
- * tw_reactor_run (run_active still set; the reactor lives on, so it goes on
- * iterating while workers finish, past that bound), and tw_reactor_free
- * (never while running; the wakeup queue is closed and what it holds will be
- * dropped unrun, so tracked calls are swept instead). */
-void tw__reactor_pool_shutdown(tw_reactor *r)
+/* Two callers: the end of tw_reactor_run (the reactor lives on, so it goes
+ * on iterating while workers finish), and tw_reactor_free (never while
+ * running; the wakeup queue is closed and what it holds will be dropped
+ * unrun, so tracked calls are swept instead). */
+void tw__reactor_pool_shutdown(tw_reactor *r, bool freeing)
 {
-    bool freeing = !r->run_active;
     if (freeing)
         sweep_tracked(r);
     /* What the served or swept calls run may make a new pool: stop it too. */
