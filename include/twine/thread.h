@@ -61,11 +61,11 @@ void tw_threadpool_free(tw_threadpool *pool);
  * iterating until every worker is done, so a worker waiting on the reactor
  * (tw_blocking_call_from_thread) gets its answer and every tw_defer_to_thread
  * deferred has fired when tw_reactor_run returns.
- * Stopping at free: tw_reactor_free turns the loop while pool work remains
- * (up to the shutdown timeout, see reactor.h); a blocked caller whose answer
- * still cannot come (its call would be dropped, or the deferred it waits on
- * has not fired) is then woken with TW_ESHUTDOWN; every tw_defer_to_thread
- * deferred fires, on the freeing thread, before tw_reactor_free returns. */
+ * Stopping at free: nothing queued runs at free, so a worker blocked in
+ * tw_blocking_call_from_thread (its call would be dropped, or the deferred it
+ * waits on can no longer fire) is woken with TW_ESHUTDOWN, and calling in
+ * during the free gets TW_ESHUTDOWN too; every tw_defer_to_thread deferred
+ * fires, on the freeing thread, before tw_reactor_free returns. */
 tw_threadpool *tw_reactor_thread_pool(tw_reactor *r);
 /* Sets the most threads the reactor's pool may run (suggestThreadPoolSize),
  * now and for a pool made later. Thread-safe. Returns 0 or TW_EINVAL (0). */
