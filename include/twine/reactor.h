@@ -39,11 +39,9 @@ int tw_reactor_new(tw_reactor **out, const tw_reactor_options *options);
  * from inside one of its callbacks. Watchers still added are dropped (their
  * memory is theirs; they are left out of any reactor, free to be re-added
  * elsewhere); pending delayed calls, triggers and cross-thread calls are
- * dropped without running; the thread pool is stopped and joined, the loop
- * first turning (timers and cross-thread calls still run) until
- * pool work has finished, for at most the shutdown timeout, so that a worker
- * blocked in tw_blocking_call_from_thread is answered instead of deadlocked.
- * NULL is ignored (returns 0). */
+ * dropped without running; the thread pool is stopped and joined (a worker
+ * blocked in tw_blocking_call_from_thread is woken with TW_ESHUTDOWN, see
+ * thread.h). NULL is ignored (returns 0). */
 int tw_reactor_free(tw_reactor *r);
 
 const char *tw_reactor_backend_name(const tw_reactor *r);
@@ -69,8 +67,8 @@ int tw_reactor_run(tw_reactor *r);
 /* Asks a running reactor to stop: on its next iteration the shutdown event
  * fires (before triggers, waiting for their deferreds up to the shutdown
  * timeout; then during, then after triggers), the thread pool is stopped
- * (the loop answering calls from its workers until they finish, at most the
- * shutdown timeout), and run returns. Returns 0, or TW_ENOTRUNNING if it is not running or
+ * (the loop answering calls from its workers until they finish, see
+ * thread.h), and run returns. Returns 0, or TW_ENOTRUNNING if it is not running or
  * already stopping (and logs nothing: stopping twice is a common, harmless
  * race with signals). */
 int tw_reactor_stop(tw_reactor *r);

@@ -5,6 +5,7 @@
  * its result back with tw_reactor_call_from_thread. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <time.h>
 
 #include <twine/alloc.h>
@@ -15,12 +16,15 @@
 #include <twine/thread.h>
 
 #include "reactor/reactor-internal.h"
+#include "reactor/threadpool-internal.h"
 
-#define LOG_NS "twine.thread"
+#define LOG_NS                          "twine.thread"
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* How long a worker keeps retrying a result delivery that fails for lack of
- * memory before it gives up, logs, and drops the result. Giving up leaves the
- * deferred unfired, so it tries hard. */
+ * memory before it gives up and logs. Giving up leaves the deferred unfired
+ * until the reactor is freed, so it tries hard. */
 #define DELIVERY_RETRY_NS (5 * 1000000000ull)
 
 static void sleep_ns(long ns)
@@ -51,7 +55,9 @@ static int post_to_reactor(tw_reactor *r, tw_call_fn fn, void *arg)
  * CANCELLED when its deferred is cancelled first; the compare-and-swap
  * decides which side won. Either way the worker then posts the job back to
  * the reactor thread exactly once, where the deferred is fired (or not) and
- * the job's reference to it dropped. */
+ * the job's reference to it dropped. The post is tracked: if the reactor is
+ * freed before it runs (or refuses it, being freed), the free delivers the job
+ * on the reactor thread instead, so no result is lost or leaked. */
 
 enum { JOB_QUEUED, JOB_RUNNING, JOB_CANCELLED };
 
@@ -63,19 +69,13 @@ struct job {
     atomic_int state;
     bool late_cancel; /* reactor thread only: cancelled while running */
     tw_result result; /* written by the worker before it posts the job */
+    tw__tracked tracked;
 };
 
-static void job_free(struct job *job)
+/* On the reactor thread: fires the deferred (unless it was cancelled) and
+ * frees the job. */
+static void job_finish(struct job *job)
 {
-    tw_result_release(&job->result);
-    tw_deferred_unref(job->d);
-    tw_free(job);
-}
-
-/* On the reactor thread. */
-static void job_deliver(void *arg)
-{
-    struct job *job = arg;
     if (atomic_load_explicit(&job->state, memory_order_relaxed) == JOB_RUNNING &&
         !job->late_cancel) {
         tw_result result = job->result;
@@ -89,7 +89,21 @@ static void job_deliver(void *arg)
     }
     /* Else the deferred has already failed with TW_ECANCELED: what fn
      * returned late is released here, with the job. */
-    job_free(job);
+    tw_result_release(&job->result);
+    tw_deferred_unref(job->d);
+    tw_free(job);
+}
+
+static void job_deliver(void *arg)
+{
+    struct job *job = arg;
+    tw__tracked_remove(&job->tracked);
+    job_finish(job);
+}
+
+static void job_swept(tw__tracked *t)
+{
+    job_finish(container_of(t, struct job, tracked));
 }
 
 /* On a worker. */
@@ -99,15 +113,16 @@ static void job_run(void *arg)
     int expected = JOB_QUEUED;
     if (atomic_compare_exchange_strong(&job->state, &expected, JOB_RUNNING))
         job->result = job->fn(job->arg);
-    int rc = post_to_reactor(job->r, job_deliver, job);
-    if (rc < 0) {
-        /* The reactor is being freed: its thread is blocked joining this
-         * pool, so dropping the references here cannot race with it. */
-        if (rc != TW_ESHUTDOWN)
-            tw_log_error(LOG_NS, "could not deliver a tw_defer_to_thread result: %s",
-                         tw_strerror(rc));
-        job_free(job);
-    }
+    tw_reactor *r = job->r;
+    tw__tracked_add(r, &job->tracked, job_swept);
+    /* From here the job may be delivered and freed at any moment. */
+    int rc = post_to_reactor(r, job_deliver, job);
+    if (rc < 0 && rc != TW_ESHUTDOWN)
+        tw_log_error(LOG_NS,
+                     "could not hand a tw_defer_to_thread result to the reactor (%s): it "
+                     "will be delivered when the reactor is freed",
+                     tw_strerror(rc));
+    /* TW_ESHUTDOWN: the reactor is being freed, and its sweep delivers it. */
 }
 
 /* On the reactor thread, from tw_deferred_cancel. Not firing d makes it fail
@@ -162,16 +177,21 @@ tw_deferred *tw_defer_to_thread(tw_reactor *r, tw_thread_fn fn, void *arg)
  *
  * The call lives on the heap with two references, the blocked caller's and
  * the reactor side's: when fn returns a deferred the reactor side outlives
- * the caller (the callback pair's arg_release runs after the caller woke). */
+ * the caller (the callback pair's arg_release runs after the caller woke).
+ * While queued, and while waiting for a deferred, the call is tracked, so a
+ * reactor freed meanwhile wakes the caller with TW_ESHUTDOWN. */
 
 struct bcall {
     pthread_mutex_t lock;
     pthread_cond_t cv;
     atomic_int refs;
     bool done;
+    bool waiting; /* reactor thread only: fn returned a deferred */
     tw_result result;
     tw_thread_fn fn;
     void *arg;
+    tw_reactor *r;
+    tw__tracked tracked;
 };
 
 static void bcall_unref(void *arg)
@@ -185,24 +205,26 @@ static void bcall_unref(void *arg)
     tw_free(bc);
 }
 
-/* Hands the result to the blocked caller (at most once; a second is released). */
-static void bcall_complete(struct bcall *bc, tw_result result)
+/* Hands a result to the blocked caller, unless it has one already. If
+ * result is NULL, makes a failure with code and message. */
+static void bcall_complete(struct bcall *bc, tw_result *result, int code, const char *message)
 {
     pthread_mutex_lock(&bc->lock);
-    if (bc->done) {
-        pthread_mutex_unlock(&bc->lock);
-        tw_result_release(&result);
-        return;
+    if (!bc->done) {
+        bc->result = result ? *result : tw_result_fail(tw_failure_new(code, NULL, "%s", message));
+        bc->done = true;
+        pthread_cond_signal(&bc->cv);
+    } else if (result) {
+        tw_result_release(result);
     }
-    bc->result = result;
-    bc->done = true;
-    pthread_cond_signal(&bc->cv);
     pthread_mutex_unlock(&bc->lock);
 }
 
 static tw_result bcall_fired(tw_result result, void *arg)
 {
-    bcall_complete(arg, result);
+    struct bcall *bc = arg;
+    tw__tracked_remove(&bc->tracked);
+    bcall_complete(bc, &result, 0, NULL);
     return tw_result_borrowed(NULL);
 }
 
@@ -211,36 +233,42 @@ static tw_result bcall_fired(tw_result result, void *arg)
 static void bcall_pair_done(void *arg)
 {
     struct bcall *bc = arg;
-    pthread_mutex_lock(&bc->lock);
-    if (!bc->done) {
-        bc->result = tw_result_fail(
-            tw_failure_new(TW_ECANCELED, NULL,
-                           "the deferred returned to tw_blocking_call_from_thread was "
-                           "released without firing"));
-        bc->done = true;
-        pthread_cond_signal(&bc->cv);
-    }
-    pthread_mutex_unlock(&bc->lock);
+    tw__tracked_remove(&bc->tracked);
+    bcall_complete(bc, NULL, TW_ECANCELED,
+                   "the deferred returned to tw_blocking_call_from_thread was released "
+                   "without firing");
     bcall_unref(bc);
+}
+
+/* The reactor is being freed: bcall_run will never run, or the deferred it
+ * waits on will not fire in this reactor's life. */
+static void bcall_swept(tw__tracked *t)
+{
+    struct bcall *bc = container_of(t, struct bcall, tracked);
+    bcall_complete(bc, NULL, TW_ESHUTDOWN,
+                   "tw_blocking_call_from_thread: the reactor was freed first");
+    if (!bc->waiting)
+        bcall_unref(bc); /* the queued call's reference: it is dropped unrun */
 }
 
 /* On the reactor thread. */
 static void bcall_run(void *arg)
 {
     struct bcall *bc = arg;
+    tw__tracked_remove(&bc->tracked);
     tw_result result = bc->fn(bc->arg);
     if (!tw_result_is_deferred(result)) {
-        bcall_complete(bc, result);
+        bcall_complete(bc, &result, 0, NULL);
         bcall_unref(bc);
         return;
     }
     tw_deferred *d = result.value;
+    bc->waiting = true;
+    tw__tracked_add(bc->r, &bc->tracked, bcall_swept);
     int rc = tw_deferred_add_callbacks(d, bcall_fired, bcall_fired, bc, bcall_pair_done);
     if (rc < 0) {
-        bcall_complete(
-            bc, tw_result_fail(tw_failure_new(rc, NULL,
-                                              "tw_blocking_call_from_thread: cannot wait for the "
-                                              "deferred")));
+        tw__tracked_remove(&bc->tracked);
+        bcall_complete(bc, NULL, rc, "tw_blocking_call_from_thread: cannot wait for the deferred");
         bcall_unref(bc);
     }
     /* The chain keeps running without our reference. */
@@ -273,9 +301,12 @@ tw_result tw_blocking_call_from_thread(tw_reactor *r, tw_thread_fn fn, void *arg
     atomic_init(&bc->refs, 2);
     bc->fn = fn;
     bc->arg = arg;
+    bc->r = r;
 
+    tw__tracked_add(r, &bc->tracked, bcall_swept);
     rc = tw_reactor_call_from_thread(r, bcall_run, bc);
-    if (rc < 0) {
+    /* A sweep that took the entry first has answered the caller already. */
+    if (rc < 0 && tw__tracked_remove(&bc->tracked)) {
         atomic_store(&bc->refs, 1);
         bcall_unref(bc);
         return tw_result_fail(tw_failure_new(rc, NULL, "tw_blocking_call_from_thread"));

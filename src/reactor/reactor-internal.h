@@ -101,8 +101,11 @@ void tw__signals_remove_default(struct tw__signals *s);
 size_t tw__signals_count(const struct tw__signals *s); /* user watches */
 
 /* ---- Hooks into threadpool.c. */
-/* Stops and frees the reactor's pool if it was made. */
-void tw__reactor_pool_shutdown(tw_reactor *r);
+/* Stops and frees the reactor's pool if it was made. At the end of run
+ * (freeing false) the loop keeps turning while workers finish, so a worker
+ * waiting on the reactor is answered; at free (freeing true) the calls that
+ * workers wait on are swept instead: blocked callers get TW_ESHUTDOWN. */
+void tw__reactor_pool_shutdown(tw_reactor *r, bool freeing);
 
 /* ---- The reactor itself. */
 enum tw__run_state {

@@ -23,7 +23,6 @@
 #include <twine/log.h>
 
 #include "reactor/reactor-internal.h"
-#include "reactor/threadpool-internal.h"
 
 #define NS "twine.reactor"
 
@@ -139,8 +138,6 @@ fail_clock:
 
 static void event_abandon(tw_reactor *r, struct tw__event *ev);
 
-static void drain_pool(tw_reactor *r);
-
 int tw_reactor_free(tw_reactor *r)
 {
     if (!r)
@@ -148,12 +145,10 @@ int tw_reactor_free(tw_reactor *r)
     if (r->run_active || r->dispatch_depth > 0)
         return TW_EBUSY;
 
-    /* Answer pool work still waiting on this loop, then refuse cross-thread
-     * calls: pool workers joined below may still try to call back, and must
-     * get TW_ESHUTDOWN. */
-    drain_pool(r);
+    /* Refuse cross-thread calls first: pool workers joined below may still
+     * try to call back, and must get TW_ESHUTDOWN. */
     tw__wakeup_close(r->wakeup);
-    tw__reactor_pool_shutdown(r);
+    tw__reactor_pool_shutdown(r, true);
     tw__signals_destroy(r->signals);
     tw__wakeup_destroy(r, r->wakeup);
 
@@ -710,32 +705,6 @@ bool tw_reactor_running(const tw_reactor *r)
     return r->running;
 }
 
-/* Pool work may be blocked in tw_blocking_call_from_thread, waiting for this
- * loop to answer: joining the pool without turning the loop would deadlock.
- * So the loop keeps turning until the pool has nothing queued or running, for
- * at most the shutdown timeout (then the join waits on whatever still runs). */
-static void drain_pool(tw_reactor *r)
-{
-    pthread_mutex_lock(&r->pool_lock);
-    tw_threadpool *pool = r->pool;
-    pthread_mutex_unlock(&r->pool_lock);
-    if (!pool)
-        return;
-    uint64_t deadline = tw_monotonic_ns() + (uint64_t)(r->shutdown_timeout * 1e9);
-    for (;;) {
-        tw__threadpool_stats st;
-        tw__threadpool_get_stats(pool, &st);
-        if (st.queued == 0 && st.idle == st.threads)
-            return;
-        if (tw_monotonic_ns() >= deadline) {
-            tw_log_warn(NS, "thread pool still busy after %.1f s (shutdown_timeout); joining it",
-                        r->shutdown_timeout);
-            return;
-        }
-        iterate_once(r, 1000000); /* 1 ms: answers calls from the pool as they come */
-    }
-}
-
 int tw_reactor_run(tw_reactor *r)
 {
     if (r->run_active || r->dispatch_depth > 0)
@@ -778,10 +747,8 @@ int tw_reactor_run(tw_reactor *r)
     r->running = false;
     r->crash_asked = false;
     r->state = stopped ? TW__STOPPED : TW__IDLE;
-    if (stopped) {
-        drain_pool(r);
-        tw__reactor_pool_shutdown(r);
-    }
+    if (stopped)
+        tw__reactor_pool_shutdown(r, false);
     r->run_active = false;
     return 0;
 }

@@ -6,6 +6,13 @@
  * max_threads after a shrink) cannot join itself, so it parks its record on
  * `exited` and whoever next calls into the pool joins it; stop joins the rest.
  *
+ * When the reactor's pool stops at shutdown, the reactor thread keeps
+ * running the reactor's cross-thread calls while it waits for workers: a
+ * worker may be blocked in tw_blocking_call_from_thread, and joining it
+ * without serving would deadlock. When the reactor is freed, queued calls are
+ * dropped instead, so the calls that someone waits on are tracked
+ * (tw__tracked_add) and swept: told they will never run.
+ *
  * Invariant: while the queue is non-empty at least one worker runs. A call
  * only queues once a worker exists (or was just started); a worker leaves on
  * an idle timeout only with the queue empty, and on a shrink only while more
@@ -60,7 +67,7 @@ struct tw_threadpool {
 };
 
 /* The pool whose worker this thread is (stop from a worker would deadlock). */
-static _Thread_local const tw_threadpool *current_pool;
+static _Thread_local tw_threadpool *current_pool;
 
 static struct worker *take_exited(tw_threadpool *pool)
 {
@@ -209,7 +216,12 @@ int tw_threadpool_new(tw_threadpool **out, size_t min_threads, size_t max_thread
     pthread_condattr_destroy(&attr);
     if (rc != 0)
         goto fail_free;
-    rc = pthread_cond_init(&pool->done_cv, NULL);
+    rc = pthread_condattr_init(&attr);
+    if (rc != 0)
+        goto fail_work_cv;
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    rc = pthread_cond_init(&pool->done_cv, &attr);
+    pthread_condattr_destroy(&attr);
     if (rc != 0)
         goto fail_work_cv;
     rc = pthread_mutex_init(&pool->lock, NULL);
@@ -299,7 +311,9 @@ int tw_threadpool_call(tw_threadpool *pool, tw_call_fn fn, void *arg)
     return 0;
 }
 
-int tw_threadpool_stop(tw_threadpool *pool)
+/* Stops the pool; while workers remain, calls serve(arg) (if not NULL) about
+ * every millisecond, without the lock. */
+static int stop_serving(tw_threadpool *pool, tw_call_fn serve, void *arg)
 {
     if (!pool)
         return TW_EINVAL;
@@ -308,12 +322,29 @@ int tw_threadpool_stop(tw_threadpool *pool)
     pthread_mutex_lock(&pool->lock);
     pool->stopping = true;
     pthread_cond_broadcast(&pool->work_cv);
-    while (pool->threads > 0)
-        pthread_cond_wait(&pool->done_cv, &pool->lock);
+    while (pool->threads > 0) {
+        if (!serve) {
+            pthread_cond_wait(&pool->done_cv, &pool->lock);
+            continue;
+        }
+        pthread_mutex_unlock(&pool->lock);
+        serve(arg);
+        pthread_mutex_lock(&pool->lock);
+        if (pool->threads > 0) {
+            struct timespec deadline;
+            deadline_after(&deadline, 1000000);
+            pthread_cond_timedwait(&pool->done_cv, &pool->lock, &deadline);
+        }
+    }
     struct worker *exited = take_exited(pool);
     pthread_mutex_unlock(&pool->lock);
     join_exited(exited);
     return 0;
+}
+
+int tw_threadpool_stop(tw_threadpool *pool)
+{
+    return stop_serving(pool, NULL, NULL);
 }
 
 void tw_threadpool_free(tw_threadpool *pool)
@@ -385,12 +416,113 @@ int tw_reactor_suggest_thread_pool_size(tw_reactor *r, size_t max_threads)
     return rc;
 }
 
-void tw__reactor_pool_shutdown(tw_reactor *r)
+/* ---- Tracked calls */
+
+static pthread_mutex_t tracked_lock = PTHREAD_MUTEX_INITIALIZER;
+static tw__tracked tracked_head = {&tracked_head, &tracked_head, NULL, NULL};
+
+void tw__tracked_add(tw_reactor *r, tw__tracked *t, void (*swept)(tw__tracked *t))
 {
-    pthread_mutex_lock(&r->pool_lock);
-    tw_threadpool *pool = r->pool;
-    r->pool = NULL;
-    pthread_mutex_unlock(&r->pool_lock);
-    /* Outside pool_lock: queued work may ask for the pool while it drains. */
-    tw_threadpool_free(pool);
+    t->r = r;
+    t->swept = swept;
+    pthread_mutex_lock(&tracked_lock);
+    t->next = &tracked_head;
+    t->prev = tracked_head.prev;
+    tracked_head.prev->next = t;
+    tracked_head.prev = t;
+    pthread_mutex_unlock(&tracked_lock);
+}
+
+static void tracked_unlink(tw__tracked *t)
+{
+    t->prev->next = t->next;
+    t->next->prev = t->prev;
+    t->prev = t->next = NULL;
+    t->r = NULL;
+}
+
+bool tw__tracked_remove(tw__tracked *t)
+{
+    pthread_mutex_lock(&tracked_lock);
+    bool tracked = t->r != NULL;
+    if (tracked)
+        tracked_unlink(t);
+    pthread_mutex_unlock(&tracked_lock);
+    return tracked;
+}
+
+/* Calls swept for every entry of r, oldest first. Entries tracked meanwhile
+ * (by what the swept functions run) wait for the next sweep. */
+static void sweep_tracked(tw_reactor *r)
+{
+    tw__tracked list = {&list, &list, NULL, NULL};
+    pthread_mutex_lock(&tracked_lock);
+    for (tw__tracked *t = tracked_head.next, *next; t != &tracked_head; t = next) {
+        next = t->next;
+        if (t->r != r)
+            continue;
+        t->prev->next = t->next;
+        t->next->prev = t->prev;
+        t->next = &list;
+        t->prev = list.prev;
+        list.prev->next = t;
+        list.prev = t;
+    }
+    pthread_mutex_unlock(&tracked_lock);
+    while (list.next != &list) {
+        tw__tracked *t = list.next;
+        list.next = t->next;
+        t->next->prev = &list;
+        t->prev = t->next = NULL;
+        t->r = NULL;
+        t->swept(t); /* may free t */
+    }
+}
+
+/* ---- Stopping the reactor's pool */
+
+/* The reactor thread, stopping its pool at the end of run: while workers
+ * finish, the loop goes on (without blocking) so that a worker waiting on the
+ * reactor, even on a deferred that a timer or I/O will fire, gets its answer. */
+static void serve_loop(void *arg)
+{
+    tw_reactor *r = arg;
+    if (tw_reactor_iterate(r, 0) == TW_EBUSY)
+        tw__wakeup_run(r->wakeup); /* inside a callback: the calls at least */
+}
+
+/* The calls the last workers queued as they finished. */
+static void serve_calls(tw_reactor *r)
+{
+    r->dispatch_depth++;
+    tw__wakeup_run(r->wakeup);
+    r->dispatch_depth--;
+}
+
+/* Two callers: the end of tw_reactor_run (the reactor lives on, so it goes
+ * on iterating while workers finish), and tw_reactor_free (never while
+ * running; the wakeup queue is closed and what it holds will be dropped
+ * unrun, so tracked calls are swept instead). */
+void tw__reactor_pool_shutdown(tw_reactor *r, bool freeing)
+{
+    if (freeing)
+        sweep_tracked(r);
+    /* What the served or swept calls run may make a new pool: stop it too. */
+    for (;;) {
+        pthread_mutex_lock(&r->pool_lock);
+        tw_threadpool *pool = r->pool;
+        r->pool = NULL;
+        pthread_mutex_unlock(&r->pool_lock);
+        if (!pool)
+            break;
+        /* Outside pool_lock: what runs meanwhile may ask for the pool. */
+        if (freeing) {
+            stop_serving(pool, NULL, NULL);
+            sweep_tracked(r);
+        } else {
+            stop_serving(pool, serve_loop, r);
+            serve_calls(r);
+        }
+        tw_threadpool_free(pool);
+    }
 }

@@ -504,3 +504,70 @@ TW_TEST(threadpool, worker_allocation_failure_with_workers_running)
     tw_threadpool_free(pool);
     gate_destroy(&g);
 }
+
+/* ---- Failing to start a thread */
+
+/* Makes every new thread ask for an impossible stack, so pthread_create fails. */
+static pthread_attr_t saved_default;
+
+static void threads_fail(void)
+{
+    cr_assert_eq(pthread_getattr_default_np(&saved_default), 0);
+    pthread_attr_t huge;
+    pthread_attr_init(&huge);
+    cr_assert_eq(pthread_attr_setstacksize(&huge, (size_t)1 << 46), 0);
+    cr_assert_eq(pthread_setattr_default_np(&huge), 0);
+    pthread_attr_destroy(&huge);
+}
+
+static void threads_work(void)
+{
+    cr_assert_eq(pthread_setattr_default_np(&saved_default), 0);
+    pthread_attr_destroy(&saved_default);
+}
+
+TW_TEST(threadpool, no_thread_at_all_is_an_errno)
+{
+    tw_threadpool *pool;
+    cr_assert_eq(tw_threadpool_new(&pool, 0, 2), 0);
+    atomic_store(&counter, 0);
+    threads_fail();
+    int rc = tw_threadpool_call(pool, count_job, NULL);
+    threads_work();
+    cr_assert_lt(rc, 0);
+    cr_assert_neq(rc, TW_ENOMEM, "a thread that cannot start is -errno, not TW_ENOMEM");
+    cr_assert_gt(rc, TW__ERRNO_LIMIT, "%d is not -errno", rc);
+    tw__threadpool_stats st;
+    tw__threadpool_get_stats(pool, &st);
+    cr_assert_eq(st.threads, 0);
+    cr_assert_eq(st.queued, 0);
+    /* Threads work again: so does the pool. */
+    cr_assert_eq(tw_threadpool_call(pool, count_job, NULL), 0);
+    cr_assert_eq(tw_threadpool_stop(pool), 0);
+    cr_assert_eq(atomic_load(&counter), 1, "the refused call ran");
+    tw_threadpool_free(pool);
+}
+
+TW_TEST(threadpool, a_thread_that_cannot_start_with_workers_running)
+{
+    tw_threadpool *pool;
+    cr_assert_eq(tw_threadpool_new(&pool, 0, 2), 0);
+    gate g;
+    gate_init(&g);
+    cr_assert_eq(tw_threadpool_call(pool, gate_job, &g), 0);
+    cr_assert(gate_await_waiting(&g, 1));
+    atomic_store(&counter, 0);
+    tw_testing_log_capture_start();
+    threads_fail();
+    int rc = tw_threadpool_call(pool, count_job, NULL);
+    threads_work();
+    size_t logged = tw_testing_log_count("could not start a pool worker");
+    tw_testing_log_capture_stop();
+    cr_assert_eq(rc, 0, "the running worker will take it");
+    cr_assert_eq(logged, 1);
+    gate_open(&g);
+    cr_assert_eq(tw_threadpool_stop(pool), 0);
+    cr_assert_eq(atomic_load(&counter), 1);
+    tw_threadpool_free(pool);
+    gate_destroy(&g);
+}

@@ -287,8 +287,11 @@ TW_REACTOR_TEST(signals, sigint_during_run_stops_it)
     cr_assert_eq((void *)handler_of(SIGINT), (void *)SIG_DFL, "restored after run");
 }
 
-static void stop_reactor(void *arg)
+static bool stopped_by_timer;
+
+static void stop_by_timer(void *arg)
 {
+    stopped_by_timer = true;
     tw_reactor_stop(arg);
 }
 
@@ -307,12 +310,11 @@ TW_TEST(signals, no_signal_handlers_honoured)
     tw_reactor_add_trigger(r, TW_PHASE_DURING, TW_EVENT_SHUTDOWN, count_shutdown, NULL, NULL);
     tw_reactor_call_when_running(r, look_at_sigint, NULL);
     tw_call_later(tw_reactor_clock(r), 0.01, raise_it, &signo, NULL);
-    tw_call_later(tw_reactor_clock(r), 0.1, stop_reactor, r, NULL);
-    uint64_t t0 = tw_monotonic_ns();
+    stopped_by_timer = false;
+    tw_call_later(tw_reactor_clock(r), 0.1, stop_by_timer, r, NULL);
     cr_assert_eq(tw_reactor_run(r), 0);
-    uint64_t took = tw_monotonic_ns() - t0;
     cr_assert_eq((void *)during_run, (void *)SIG_IGN, "left alone while running");
-    cr_assert_geq(took, 100000000u, "SIGINT did not stop it; the timer did");
+    cr_assert(stopped_by_timer, "SIGINT did not stop it; the timer did");
     cr_assert_eq(shutdowns, 1);
     sigaction(SIGINT, &old, NULL);
     cr_assert_eq(tw_reactor_free(r), 0);

@@ -394,6 +394,29 @@ TW_REACTOR_TEST(defer_to_thread, survives_allocation_failure)
     cr_assert_eq(atomic_load(&c.runs), 1);
 }
 
+TW_REACTOR_TEST(defer_to_thread, a_pool_that_cannot_start_a_thread_fails_the_deferred)
+{
+    pthread_attr_t saved, huge;
+    cr_assert_eq(pthread_getattr_default_np(&saved), 0);
+    pthread_attr_init(&huge);
+    cr_assert_eq(pthread_attr_setstacksize(&huge, (size_t)1 << 46), 0);
+    cr_assert_eq(pthread_setattr_default_np(&huge), 0);
+    ctx c = {.value = 1};
+    tw_deferred *d = tw_defer_to_thread(r, return_value, &c);
+    cr_assert_eq(pthread_setattr_default_np(&saved), 0);
+    pthread_attr_destroy(&huge);
+    pthread_attr_destroy(&saved);
+    cr_assert_not_null(d);
+    cr_assert(tw_deferred_called(d), "no thread, yet the deferred waits");
+    tw_result res = twtest_wait(r, d);
+    cr_assert(tw_result_is_failure(res));
+    int code = tw_failure_code(res.failure);
+    cr_assert(code < 0 && code > TW__ERRNO_LIMIT && code != TW_ENOMEM, "got %d", code);
+    tw_result_release(&res);
+    tw_deferred_unref(d);
+    cr_assert_eq(atomic_load(&c.runs), 0);
+}
+
 /* ---- tw_blocking_call_from_thread */
 
 typedef struct bctx {
@@ -583,4 +606,227 @@ TW_REACTOR_TEST(blocking_call, survives_allocation_failure)
         break;
     }
     cr_assert_gt(n, 0);
+}
+
+/* ---- The pool when the reactor stops or is freed */
+
+typedef struct fired {
+    int count;
+    intptr_t sum;
+    int codes[8];
+    pthread_t thread;
+} fired;
+
+static tw_result record_fired(tw_result result, void *arg)
+{
+    fired *f = arg;
+    f->thread = pthread_self();
+    if (tw_result_is_failure(result))
+        f->codes[f->count < 8 ? f->count : 7] = tw_failure_code(result.failure);
+    else
+        f->sum += tw_result_int(result);
+    f->count++;
+    tw_result_release(&result);
+    return tw_result_borrowed(NULL);
+}
+
+static void *open_gate_later(void *arg)
+{
+    sleep_ms(50);
+    gate_open(arg);
+    return NULL;
+}
+
+TW_TEST(pool_shutdown, free_delivers_results_still_running)
+{
+    tw_reactor *r2;
+    cr_assert_eq(tw_reactor_new(&r2, NULL), 0);
+    gate g = GATE_INIT;
+    ctx c[4];
+    tw_deferred *ds[4];
+    fired f = {0};
+    for (int i = 0; i < 4; i++) {
+        c[i] = (ctx){.value = i + 1, .gate = &g};
+        ds[i] = tw_defer_to_thread(r2, return_value, &c[i]);
+        cr_assert_eq(tw_deferred_add_both(ds[i], record_fired, &f), 0);
+    }
+    cr_assert(gate_await_waiting(&g, 4));
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, open_gate_later, &g), 0);
+    /* The workers finish while free waits for them; the reactor refuses their
+     * calls by then, so the results come back through the pool's orphans. */
+    cr_assert_eq(tw_reactor_free(r2), 0);
+    pthread_join(t, NULL);
+    cr_assert_eq(f.count, 4, "%d of 4 deferreds fired", f.count);
+    cr_assert_eq(f.sum, 1 + 2 + 3 + 4);
+    cr_assert(pthread_equal(f.thread, pthread_self()));
+    for (int i = 0; i < 4; i++)
+        tw_deferred_unref(ds[i]);
+}
+
+TW_TEST(pool_shutdown, free_delivers_results_already_queued)
+{
+    tw_reactor *r2;
+    cr_assert_eq(tw_reactor_new(&r2, NULL), 0);
+    fired f = {0};
+    ctx c = {.value = 3};
+    tw_deferred *d = tw_defer_to_thread(r2, return_value, &c);
+    cr_assert_eq(tw_deferred_add_both(d, record_fired, &f), 0);
+    /* Without iterating: wait until the result sits in the reactor's queue. */
+    for (int i = 0; i < 5000; i++) {
+        tw_reactor_state st;
+        tw_reactor_get_state(r2, &st);
+        if (st.thread_calls == 1)
+            break;
+        sleep_ms(1);
+    }
+    cr_assert_eq(f.count, 0);
+    cr_assert_eq(tw_reactor_free(r2), 0);
+    cr_assert_eq(f.count, 1, "a queued result was dropped at free");
+    cr_assert_eq(f.sum, 3);
+    tw_deferred_unref(d);
+}
+
+/* A worker that, after an optional gate and pause, calls back into the reactor. */
+typedef struct late_block {
+    tw_reactor *r;
+    gate *gate;
+    int pause_ms;
+} late_block;
+
+static tw_result worker_block_late(void *arg)
+{
+    late_block *lb = arg;
+    if (lb->gate)
+        gate_wait(lb->gate);
+    if (lb->pause_ms)
+        sleep_ms(lb->pause_ms);
+    bctx b = {.r = lb->r};
+    tw_result res = tw_blocking_call_from_thread(lb->r, on_reactor_plain, &b);
+    if (tw_result_is_failure(res))
+        return res;
+    return tw_result_from_int(tw_result_int(res) + 100);
+}
+
+TW_TEST(pool_shutdown, free_answers_eshutdown_to_a_blocking_call_queued_before)
+{
+    tw_reactor *r2;
+    cr_assert_eq(tw_reactor_new(&r2, NULL), 0);
+    fired f = {0};
+    late_block lb = {.r = r2};
+    tw_deferred *d = tw_defer_to_thread(r2, worker_block_late, &lb);
+    cr_assert_eq(tw_deferred_add_both(d, record_fired, &f), 0);
+    for (int i = 0; i < 5000; i++) {
+        tw_reactor_state st;
+        tw_reactor_get_state(r2, &st);
+        if (st.thread_calls == 1)
+            break;
+        sleep_ms(1);
+    }
+    /* The worker is blocked on the reactor: free answers it TW_ESHUTDOWN
+     * rather than join it forever (nothing queued runs at free), and
+     * delivers what the worker then returns. */
+    cr_assert_eq(tw_reactor_free(r2), 0);
+    cr_assert_eq(f.count, 1);
+    cr_assert_eq(f.codes[0], TW_ESHUTDOWN, "got %s", tw_err_name(f.codes[0]));
+    tw_deferred_unref(d);
+}
+
+TW_TEST(pool_shutdown, free_answers_eshutdown_to_a_worker_calling_back_during_free)
+{
+    tw_reactor *r2;
+    cr_assert_eq(tw_reactor_new(&r2, NULL), 0);
+    fired f = {0};
+    gate g = GATE_INIT;
+    late_block lb = {.r = r2, .gate = &g};
+    tw_deferred *d = tw_defer_to_thread(r2, worker_block_late, &lb);
+    cr_assert_eq(tw_deferred_add_both(d, record_fired, &f), 0);
+    cr_assert(gate_await_waiting(&g, 1));
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, open_gate_later, &g), 0);
+    cr_assert_eq(tw_reactor_free(r2), 0);
+    pthread_join(t, NULL);
+    cr_assert_eq(f.count, 1);
+    cr_assert_eq(f.codes[0], TW_ESHUTDOWN, "got %s", tw_err_name(f.codes[0]));
+    tw_deferred_unref(d);
+}
+
+/* fn returns a deferred that nothing fires; the test keeps it alive. */
+static tw_deferred *kept;
+
+static tw_result on_reactor_kept_deferred(void *arg)
+{
+    kept = tw_deferred_new(NULL, NULL);
+    return tw_result_deferred(tw_deferred_ref(kept));
+}
+
+static tw_result worker_waits_on_kept(void *arg)
+{
+    return tw_blocking_call_from_thread(arg, on_reactor_kept_deferred, NULL);
+}
+
+TW_TEST(pool_shutdown, free_wakes_a_caller_waiting_on_a_deferred_that_never_fires)
+{
+    /* The caller, whose answer can no longer come, is woken with
+     * TW_ESHUTDOWN at free. */
+    tw_reactor *r2;
+    cr_assert_eq(tw_reactor_new(&r2, NULL), 0);
+    fired f = {0};
+    kept = NULL;
+    tw_deferred *d = tw_defer_to_thread(r2, worker_waits_on_kept, r2);
+    cr_assert_eq(tw_deferred_add_both(d, record_fired, &f), 0);
+    for (int i = 0; i < 5000 && !kept; i++)
+        tw_reactor_iterate(r2, 0.001);
+    cr_assert_not_null(kept);
+    cr_assert_eq(tw_reactor_free(r2), 0);
+    cr_assert_eq(f.count, 1);
+    cr_assert_eq(f.codes[0], TW_ESHUTDOWN, "got %s", tw_err_name(f.codes[0]));
+    /* Firing it now reaches nobody; releasing it frees the call. */
+    cr_assert_eq(tw_deferred_callback(kept, tw_result_from_int(1)), 0);
+    tw_deferred_unref(kept);
+    tw_deferred_unref(d);
+}
+
+static void stop_reactor(void *arg)
+{
+    tw_reactor_stop(arg);
+}
+
+TW_REACTOR_TEST(pool_shutdown, stop_serves_a_worker_calling_back)
+{
+    fired f = {0};
+    late_block lb = {.r = r, .pause_ms = 30};
+    tw_deferred *d = tw_defer_to_thread(r, worker_block_late, &lb);
+    cr_assert_eq(tw_deferred_add_both(d, record_fired, &f), 0);
+    cr_assert_eq(tw_call_later(tw_reactor_clock(r), 0.005, stop_reactor, r, NULL), 0);
+    cr_assert_eq(tw_reactor_run(r), 0);
+    /* The pool stopped after the loop, while the worker still slept. */
+    cr_assert_eq(f.count, 1, "the result was not delivered by the time run returned");
+    cr_assert_eq(f.sum, 107);
+    tw_reactor_state st;
+    tw_reactor_get_state(r, &st);
+    cr_assert_not(st.thread_pool_started);
+    tw_deferred_unref(d);
+}
+
+static tw_result worker_late_waits_on_timer(void *arg)
+{
+    sleep_ms(30);
+    return worker_blocking_deferred(arg);
+}
+
+TW_REACTOR_TEST(pool_shutdown, stop_serves_a_worker_waiting_on_a_timer)
+{
+    /* The worker asks the reactor for a deferred that a timer fires, after
+     * the loop has stopped: the pool's shutdown keeps iterating meanwhile. */
+    bctx b = {.r = r};
+    fired f = {0};
+    tw_deferred *d = tw_defer_to_thread(r, worker_late_waits_on_timer, &b);
+    cr_assert_eq(tw_deferred_add_both(d, record_fired, &f), 0);
+    cr_assert_eq(tw_call_later(tw_reactor_clock(r), 0.005, stop_reactor, r, NULL), 0);
+    cr_assert_eq(tw_reactor_run(r), 0);
+    cr_assert_eq(f.count, 1);
+    cr_assert_eq(f.sum, 11);
+    cr_assert(b.timer_fired_before_return);
+    tw_deferred_unref(d);
 }
