@@ -22,7 +22,8 @@
     X(ECANCELED, -ECANCELED, "operation cancelled")                                                \
     X(ETIMEDOUT, -ETIMEDOUT, "operation timed out")                                                \
     X(ENOSYS, -ENOSYS, "not supported on this system")                                             \
-    X(ENOBUFS, -ENOBUFS, "no buffer space available")
+    X(ENOBUFS, -ENOBUFS, "no buffer space available")                                              \
+    X(EMSGSIZE, -EMSGSIZE, "message too long")
 
 #define TW__ERRNO_LIMIT (-4096)
 
