@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <twine/buffer.h>
+#include <twine/testing.h>
 #include <twine/twine.h>
 
 static void check(int ok, const char *what)
@@ -28,59 +29,12 @@ static void check(int ok, const char *what)
     }
 }
 
-/* ---- Allocation: counted, and made to fail on demand. */
-
-static long live_allocations;
-static long fail_after = -1; /* < 0: never fail */
-
-static int may_allocate(void)
-{
-    if (fail_after < 0)
-        return 1;
-    if (fail_after == 0)
-        return 0;
-    fail_after--;
-    return 1;
-}
-
-static void *fz_malloc(size_t size)
-{
-    void *p = may_allocate() ? malloc(size) : NULL;
-    live_allocations += p != NULL;
-    return p;
-}
-
-static void *fz_calloc(size_t count, size_t size)
-{
-    void *p = may_allocate() ? calloc(count, size) : NULL;
-    live_allocations += p != NULL;
-    return p;
-}
-
-static void *fz_realloc(void *ptr, size_t size)
-{
-    if (!may_allocate())
-        return NULL;
-    void *p = realloc(ptr, size);
-    if (!ptr && p)
-        live_allocations++;
-    return p;
-}
-
-static void fz_free(void *ptr)
-{
-    live_allocations -= ptr != NULL;
-    free(ptr);
-}
-
-static const tw_allocator counting = {fz_malloc, fz_calloc, fz_realloc, fz_free};
-
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    tw_set_allocator(&counting);
+    tw_testing_fail_alloc_off(); /* installs the counting allocator */
     return 0;
 }
 
@@ -188,7 +142,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (source[1] == 0)
         for (size_t i = 0; i < SOURCE_SIZE; i++)
             source[i] = (unsigned char)(i * 7 + (i >> 8) + 1);
-    long baseline = live_allocations;
+    long baseline = tw_testing_alloc_live();
     memset(&m, 0, sizeof m);
     rm.len = 0;
 
@@ -213,7 +167,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 m.tail += len;
             } else {
                 check(rc == TW_ENOMEM, "append failed other than TW_ENOMEM");
-                check(fail_after >= 0, "append failed with memory available");
+                check(tw_testing_fail_alloc_armed(), "append failed with memory available");
             }
             check_queue(&q, rc != 0);
             break;
@@ -241,7 +195,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 m.seg_end[id] = m.tail;
                 m.nsegs++;
             } else {
-                check(rc == TW_ENOMEM && fail_after >= 0, "zero-copy append failed oddly");
+                check(rc == TW_ENOMEM && tw_testing_fail_alloc_armed(),
+                      "zero-copy append failed oddly");
             }
             check_queue(&q, rc != 0);
             break;
@@ -289,7 +244,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             unsigned v = byte(&in);
             if (v & 0x80)
                 tw_wqueue_cache_trim();
-            fail_after = (v & 0x40) ? -1 : (long)(v & 7);
+            if (v & 0x40)
+                tw_testing_fail_alloc_off();
+            else
+                tw_testing_fail_alloc_after((long)(v & 7));
             break;
         }
         case 9: { /* rbuf append */
@@ -303,7 +261,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             } else if (rc == TW_ENOBUFS) {
                 check(rm.len + len > tw_rbuf_max(&b), "TW_ENOBUFS below the maximum");
             } else {
-                check(rc == TW_ENOMEM && fail_after >= 0, "rbuf append failed oddly");
+                check(rc == TW_ENOMEM && tw_testing_fail_alloc_armed(), "rbuf append failed oddly");
             }
             check_rbuf(&b);
             break;
@@ -333,7 +291,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
 
-    fail_after = -1;
+    tw_testing_fail_alloc_off();
     m.target = m.tail;
     tw_wqueue_clear(&q);
     m.head = m.tail;
@@ -342,6 +300,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check(m.released[i] == 1, "zero-copy segment not released exactly once");
     tw_rbuf_clear(&b);
     tw_wqueue_cache_trim();
-    check(live_allocations == baseline, "memory still allocated at the end of the input");
+    check(tw_testing_alloc_live() == baseline, "memory still allocated at the end of the input");
     return 0;
 }

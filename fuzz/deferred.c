@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <twine/testing.h>
 #include <twine/twine.h>
 
 #define SLOTS 6
@@ -37,54 +38,7 @@ static void check(int ok, const char *what)
     }
 }
 
-/* ---- Allocation: counted, and made to fail on demand. */
-
-static long live_allocations;
-static long fail_after = -1; /* < 0: never fail */
-
-static int may_allocate(void)
-{
-    if (fail_after < 0)
-        return 1;
-    if (fail_after == 0)
-        return 0;
-    fail_after--;
-    return 1;
-}
-
-static void *fz_malloc(size_t size)
-{
-    void *p = may_allocate() ? malloc(size) : NULL;
-    live_allocations += p != NULL;
-    return p;
-}
-
-static void *fz_calloc(size_t count, size_t size)
-{
-    void *p = may_allocate() ? calloc(count, size) : NULL;
-    live_allocations += p != NULL;
-    return p;
-}
-
-static void *fz_realloc(void *ptr, size_t size)
-{
-    if (!may_allocate())
-        return NULL;
-    void *p = realloc(ptr, size);
-    if (!ptr && p)
-        live_allocations++;
-    return p;
-}
-
-static void fz_free(void *ptr)
-{
-    live_allocations -= ptr != NULL;
-    free(ptr);
-}
-
 static int tracing; /* FUZZ_DEFERRED_TRACE=1: print each operation (to replay a crash) */
-
-static const tw_allocator counting = {fz_malloc, fz_calloc, fz_realloc, fz_free};
 
 static void quiet(const tw_log_event *event, void *arg)
 {
@@ -98,7 +52,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     tracing = getenv("FUZZ_DEFERRED_TRACE") != NULL;
-    tw_set_allocator(&counting);
+    tw_testing_fail_alloc_off();      /* installs the counting allocator */
     tw_log_add_observer(quiet, NULL); /* misuse is logged: keep the output quiet */
     return 0;
 }
@@ -334,7 +288,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct input in = {data, size, 0};
-    long baseline = live_allocations;
+    long baseline = tw_testing_alloc_live();
     tw_clock *clock = tw_clock_new_manual();
     if (!clock)
         return 0;
@@ -423,10 +377,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         }
         case 13: /* the next few allocations succeed, then they fail */
-            fail_after = k % 8;
+            tw_testing_fail_alloc_after(k % 8);
             break;
         case 14:
-            fail_after = -1;
+            tw_testing_fail_alloc_off();
             break;
         }
         for (int i = 0; i < registered; i++)
@@ -434,7 +388,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 check(tw_deferred_called(registry[i].d), "stays called");
     }
 
-    fail_after = -1;
+    tw_testing_fail_alloc_off();
     if (!abandon)
         settle();
     for (int i = 0; i < registered; i++)
@@ -443,6 +397,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     tw_clock_free(clock);
     check(values_made == values_released, "every value released exactly once");
     check(pairs_added == pairs_released, "every pair argument released exactly once");
-    check(live_allocations == baseline, "everything Twine allocated was freed");
+    check(tw_testing_alloc_live() == baseline, "everything Twine allocated was freed");
     return 0;
 }

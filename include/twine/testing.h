@@ -39,8 +39,15 @@ void tw_testing_begin(void);
  * a counting allocator over libc's (see alloc.h). */
 void tw_testing_fail_alloc_after(long n);
 void tw_testing_fail_alloc_off(void);
+/* True while failing is armed (after fail_alloc_after, before _off). */
+bool tw_testing_fail_alloc_armed(void);
 /* Allocations made through Twine since the counting allocator was installed. */
 long tw_testing_alloc_count(void);
+/* Allocations made since then and not yet freed: compare it before and after
+ * a piece of work to prove the work freed everything (fuzz targets do). Call
+ * any tw_testing_*alloc* function before the work so the allocator is in
+ * place: memory allocated before it was installed is not counted. */
+long tw_testing_alloc_live(void);
 
 /* ---- Captured log: keeps the text of every event logged (still passing
  * them to the other observers is not done: capture replaces them). */

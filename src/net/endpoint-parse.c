@@ -317,15 +317,18 @@ typedef struct raw_field {
     const char *start, *eq, *end; /* eq: the first unescaped '=', or NULL */
 } raw_field;
 
-/* Scans one field from p; returns false on a trailing lone backslash. */
+/* Scans one field from p; returns false on a trailing lone backslash (the
+ * field then ends at `end`). Sets every member of *f either way. */
 static bool scan_field(const char *p, const char *end, raw_field *f)
 {
     f->start = p;
     f->eq = NULL;
     while (p < end && *p != ':') {
         if (*p == '\\') {
-            if (p + 1 == end)
+            if (p + 1 == end) {
+                f->end = end;
                 return false;
+            }
             p += 2;
             continue;
         }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 static atomic_long allocations;
+static atomic_long live;           /* made through the counting allocator and not yet freed */
 static atomic_long remaining = -1; /* < 0: never fail */
 
 static bool allowed(void)
@@ -21,20 +22,37 @@ static bool allowed(void)
     return true;
 }
 
+static void *counted(void *p)
+{
+    if (p)
+        atomic_fetch_add(&live, 1);
+    return p;
+}
+
 static void *counting_malloc(size_t size)
 {
-    return allowed() ? malloc(size) : NULL;
+    return allowed() ? counted(malloc(size)) : NULL;
 }
 static void *counting_calloc(size_t count, size_t size)
 {
-    return allowed() ? calloc(count, size) : NULL;
+    return allowed() ? counted(calloc(count, size)) : NULL;
 }
 static void *counting_realloc(void *ptr, size_t size)
 {
-    return allowed() ? realloc(ptr, size) : NULL;
+    if (!allowed())
+        return NULL;
+    void *p = realloc(ptr, size);
+    return ptr ? p : counted(p);
+}
+static void counting_free(void *ptr)
+{
+    if (ptr)
+        atomic_fetch_sub(&live, 1);
+    free(ptr);
 }
 
-static const tw_allocator counting = {counting_malloc, counting_calloc, counting_realloc, free};
+static const tw_allocator counting = {counting_malloc, counting_calloc, counting_realloc,
+                                      counting_free};
 static atomic_bool installed;
 
 static void install(void)
@@ -52,6 +70,17 @@ void tw_testing_fail_alloc_after(long n)
 void tw_testing_fail_alloc_off(void)
 {
     atomic_store(&remaining, -1);
+}
+
+bool tw_testing_fail_alloc_armed(void)
+{
+    return atomic_load(&remaining) >= 0;
+}
+
+long tw_testing_alloc_live(void)
+{
+    install();
+    return atomic_load(&live);
 }
 
 long tw_testing_alloc_count(void)

@@ -41,3 +41,21 @@ TW_TEST(alloc, set_allocator_rejects_incomplete)
     tw_allocator bad = {0};
     cr_assert_eq(tw_set_allocator(&bad), TW_EINVAL);
 }
+
+TW_TEST(alloc, live_count_follows_allocations_and_frees)
+{
+    tw_testing_fail_alloc_off(); /* installs the counting allocator */
+    long before = tw_testing_alloc_live();
+    char *a = tw_malloc(8);
+    char *b = tw_realloc(NULL, 8); /* realloc of NULL is an allocation */
+    cr_assert_eq(tw_testing_alloc_live() - before, 2);
+    a = tw_realloc(a, 64); /* moving a block is not a new one */
+    cr_assert_eq(tw_testing_alloc_live() - before, 2);
+    tw_free(a);
+    tw_free(b);
+    cr_assert_eq(tw_testing_alloc_live(), before);
+    cr_assert(!tw_testing_fail_alloc_armed());
+    tw_testing_fail_alloc_after(1);
+    cr_assert(tw_testing_fail_alloc_armed());
+    tw_testing_fail_alloc_off();
+}
