@@ -112,11 +112,7 @@ static int ep_poll(tw_reactor *r, int64_t timeout_ns)
             ready |= TW_IO_READ;
         if (got & (EPOLLOUT | EPOLLERR | EPOLLHUP))
             ready |= TW_IO_WRITE;
-        ready &= io->events;
-        if (!ready)
-            continue;
-        tw__reactor_dispatch_io(r, io, ready);
-        dispatched++;
+        dispatched += tw__reactor_dispatch_io(r, io, ready);
     }
     return dispatched;
 }

@@ -168,11 +168,7 @@ static int pl_poll(tw_reactor *r, int64_t timeout_ns)
             ready |= TW_IO_READ;
         if (p.revents & (POLLOUT | POLLERR | POLLHUP | POLLNVAL))
             ready |= TW_IO_WRITE;
-        ready &= io->events;
-        if (!ready)
-            continue;
-        tw__reactor_dispatch_io(r, io, ready);
-        dispatched++;
+        dispatched += tw__reactor_dispatch_io(r, io, ready);
     }
     s->dispatching = false;
     compact(s);

@@ -124,11 +124,7 @@ static int sl_poll(tw_reactor *r, int64_t timeout_ns)
         tw_io *io = tw__reactor_io_for_fd(r, fd);
         if (!io)
             continue;
-        ready &= io->events;
-        if (!ready)
-            continue;
-        tw__reactor_dispatch_io(r, io, ready);
-        dispatched++;
+        dispatched += tw__reactor_dispatch_io(r, io, ready);
     }
     return dispatched;
 }

@@ -53,9 +53,10 @@ extern const struct tw__backend tw__backend_epoll;
 extern const struct tw__backend tw__backend_poll;
 extern const struct tw__backend tw__backend_select;
 
-/* Called by backends: delivers `events` (already masked by io->events) to io.
- * The watcher may be removed or freed inside. */
-void tw__reactor_dispatch_io(tw_reactor *r, tw_io *io, unsigned events);
+/* Called by backends: delivers to io the part of `events` it asks for (its
+ * io->events); returns 1 if that was not empty and fn ran, else 0. The
+ * watcher may be removed or freed inside. */
+int tw__reactor_dispatch_io(tw_reactor *r, tw_io *io, unsigned events);
 
 /* The watcher registered for fd, or NULL (poll/select look fds up here). */
 tw_io *tw__reactor_io_for_fd(tw_reactor *r, int fd);

@@ -320,14 +320,15 @@ int tw__reactor_watch_internal(tw_reactor *r, tw_io *io, unsigned events)
     return set_events(r, io, events);
 }
 
-void tw__reactor_dispatch_io(tw_reactor *r, tw_io *io, unsigned events)
+int tw__reactor_dispatch_io(tw_reactor *r, tw_io *io, unsigned events)
 {
     events &= io->events;
     if (!events)
-        return;
+        return 0;
     if (!io->internal)
         r->iter_events++;
     io->fn(io, events);
+    return 1;
 }
 
 struct fd_seq {
