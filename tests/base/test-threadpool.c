@@ -1,4 +1,5 @@
 /* tw_threadpool on its own, without a reactor. */
+#include "twtest-gate.h"
 #include "twtest.h"
 
 #include <pthread.h>
@@ -13,73 +14,6 @@
 #include "reactor/threadpool-internal.h"
 
 /* ---- Helpers */
-
-/* A gate that jobs wait on until the test opens it. */
-typedef struct gate {
-    pthread_mutex_t lock;
-    pthread_cond_t cv;
-    bool open;
-    int waiting; /* jobs inside gate_wait */
-} gate;
-
-static void gate_init(gate *g)
-{
-    pthread_mutex_init(&g->lock, NULL);
-    pthread_cond_init(&g->cv, NULL);
-    g->open = false;
-    g->waiting = 0;
-}
-
-static void gate_destroy(gate *g)
-{
-    pthread_mutex_destroy(&g->lock);
-    pthread_cond_destroy(&g->cv);
-}
-
-static void gate_wait(gate *g)
-{
-    pthread_mutex_lock(&g->lock);
-    g->waiting++;
-    pthread_cond_broadcast(&g->cv);
-    while (!g->open)
-        pthread_cond_wait(&g->cv, &g->lock);
-    g->waiting--;
-    pthread_mutex_unlock(&g->lock);
-}
-
-static void gate_open(gate *g)
-{
-    pthread_mutex_lock(&g->lock);
-    g->open = true;
-    pthread_cond_broadcast(&g->cv);
-    pthread_mutex_unlock(&g->lock);
-}
-
-/* Waits (5 s bound) until n jobs are inside gate_wait; returns whether they were. */
-static bool gate_await_waiting(gate *g, int n)
-{
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += 5;
-    pthread_mutex_lock(&g->lock);
-    int rc = 0;
-    while (g->waiting < n && rc == 0)
-        rc = pthread_cond_timedwait(&g->cv, &g->lock, &deadline);
-    bool ok = g->waiting >= n;
-    pthread_mutex_unlock(&g->lock);
-    return ok;
-}
-
-static void gate_job(void *arg)
-{
-    gate_wait(arg);
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* Polls the pool's stats until threads == want (5 s bound). */
 static bool await_threads(tw_threadpool *pool, size_t want)

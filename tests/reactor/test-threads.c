@@ -1,5 +1,6 @@
 /* tw_defer_to_thread and tw_blocking_call_from_thread on a reactor, and the
  * reactor's own pool. */
+#include "twtest-gate.h"
 #include "twtest.h"
 
 #include <pthread.h>
@@ -13,61 +14,6 @@
 #include "reactor/threadpool-internal.h"
 
 /* ---- Helpers */
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-typedef struct gate {
-    pthread_mutex_t lock;
-    pthread_cond_t cv;
-    bool open;
-    int waiting;
-} gate;
-
-#define GATE_INIT                                                                                  \
-    {                                                                                              \
-        PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0                              \
-    }
-
-static void gate_wait(gate *g)
-{
-    pthread_mutex_lock(&g->lock);
-    g->waiting++;
-    pthread_cond_broadcast(&g->cv);
-    while (!g->open)
-        pthread_cond_wait(&g->cv, &g->lock);
-    pthread_mutex_unlock(&g->lock);
-}
-
-static void gate_open(gate *g)
-{
-    pthread_mutex_lock(&g->lock);
-    g->open = true;
-    pthread_cond_broadcast(&g->cv);
-    pthread_mutex_unlock(&g->lock);
-}
-
-static bool gate_await_waiting(gate *g, int n)
-{
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += 5;
-    pthread_mutex_lock(&g->lock);
-    int rc = 0;
-    while (g->waiting < n && rc == 0)
-        rc = pthread_cond_timedwait(&g->cv, &g->lock, &deadline);
-    bool ok = g->waiting >= n;
-    pthread_mutex_unlock(&g->lock);
-    return ok;
-}
-
-static void gate_job(void *arg)
-{
-    gate_wait(arg);
-}
 
 /* Iterates the reactor until its pool has no work left anywhere: every worker
  * idle, nothing queued, and every result posted back has run. */
