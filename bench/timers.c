@@ -20,9 +20,9 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include <twine/alloc.h>
 #include <twine/clock.h>
 #include <twine/reactor.h>
+#include <twine/testing.h>
 #include <uv.h>
 
 #define TIMERS       1000000
@@ -68,23 +68,9 @@ static void fail(const char *what)
 
 /* ---- Counting allocators: allocations made through each library. */
 
-static long twine_allocs, uv_allocs;
+/* Twine's allocations are counted by the testing kit's allocator; libuv's here. */
+static long uv_allocs;
 
-static void *tw_count_malloc(size_t n)
-{
-    twine_allocs++;
-    return malloc(n);
-}
-static void *tw_count_calloc(size_t c, size_t n)
-{
-    twine_allocs++;
-    return calloc(c, n);
-}
-static void *tw_count_realloc(void *p, size_t n)
-{
-    twine_allocs++;
-    return realloc(p, n);
-}
 static void *uv_count_malloc(size_t n)
 {
     uv_allocs++;
@@ -232,7 +218,7 @@ static double twine_resets(long *allocations)
         if (tw_timer_start(&timers[i], 60.0) != 0)
             fail("tw_timer_start");
     }
-    long before = twine_allocs;
+    long before = tw_testing_alloc_count();
     double start = clock_s(CLOCK_MONOTONIC);
     for (int round = 1; round <= RESET_ROUNDS; round++) {
         double delay = 60.0 + round * 1e-3;
@@ -240,7 +226,7 @@ static double twine_resets(long *allocations)
             tw_timer_start(&timers[i], delay);
     }
     double elapsed = clock_s(CLOCK_MONOTONIC) - start;
-    *allocations = twine_allocs - before;
+    *allocations = tw_testing_alloc_count() - before;
     for (long i = 0; i < RESET_TIMERS; i++)
         tw_timer_stop(&timers[i]);
     tw_reactor_free(r);
@@ -276,9 +262,8 @@ static double libuv_resets(long *allocations)
 
 int main(void)
 {
-    static const tw_allocator counting = {tw_count_malloc, tw_count_calloc, tw_count_realloc, free};
-    if (tw_set_allocator(&counting) != 0 ||
-        uv_replace_allocator(uv_count_malloc, uv_count_realloc, uv_count_calloc, free) != 0)
+    tw_testing_fail_alloc_off(); /* installs the testing kit's counting allocator */
+    if (uv_replace_allocator(uv_count_malloc, uv_count_realloc, uv_count_calloc, free) != 0)
         fail("cannot install the counting allocators");
 
     struct figures tw = {0}, twt = {0}, uv = {0};
