@@ -82,7 +82,10 @@
 #include <stddef.h>
 
 #include <twine/alloc.h>
+#include <twine/deferred.h>
 #include <twine/failure.h>
+#include <twine/protocol.h>
+#include <twine/reactor.h>
 
 #define TW_ENDPOINT_MAX_LENGTH 4096 /* bytes in a description, the NUL excluded */
 #define TW_ENDPOINT_MAX_FIELDS 64   /* fields in a description, the type included */
@@ -282,5 +285,69 @@ const char *tw_endpoint_quote(char *buf, size_t size, const char *s, size_t len)
  * the formatted text. Never NULL (see tw_failure_new). */
 tw_failure *tw_endpoint_fail(const tw_endpoint_spec *spec, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* ---- Endpoints: listening and connecting (IStreamServerEndpoint,
+ * IStreamClientEndpoint)
+ *
+ * An endpoint is a parsed description bound to a reactor. What each type
+ * does:
+ *   tcp, tcp6, unix servers   tw_listen_stream (net.h) with the spec's options
+ *   systemd                   tw_listen_adopt on fd 3 + index, checked against
+ *                             LISTEN_PID / LISTEN_FDS and the domain
+ *   haproxy                   the inner server, each connection first reading a
+ *                             PROXY header (v1 or v2; proxy.h): the protocol sees
+ *                             the header's source and destination through
+ *                             get_peer / get_host, and a connection whose header
+ *                             is malformed, or missing after 10 s, is closed
+ *                             (logged) without reaching the factory
+ *   tcp, tcp6 clients         an IP literal: one connect; a name: the hostname
+ *                             endpoint (HostnameEndpoint): getaddrinfo on the
+ *                             reactor's thread pool, then one attempt per
+ *                             address, a new one every 0.3 s (attemptDelay)
+ *                             while none has succeeded, the first connection
+ *                             made wins and the other attempts are abandoned;
+ *                             the timeout bounds the whole (resolution
+ *                             included); failing with TW_EDNSLOOKUP when the
+ *                             name does not resolve, else the last attempt's
+ *                             failure
+ *   unix client               one connect
+ * Types registered by other layers (tls, ssl) plug their own in later. */
+
+typedef struct tw_endpoint tw_endpoint;
+
+/* serverFromString / clientFromString: parses `description` for the role and
+ * binds it to r. Returns 0 and *out (free it with tw_endpoint_free); errors
+ * and failures as tw_endpoint_parse, plus TW_ENOTSUP for a registered type
+ * that cannot listen or connect (yet). */
+int tw_endpoint_server_from_string(tw_reactor *r, const char *description, tw_endpoint **out,
+                                   tw_failure **failure);
+int tw_endpoint_client_from_string(tw_reactor *r, const char *description, tw_endpoint **out,
+                                   tw_failure **failure);
+
+/* Frees the endpoint. Ports, connections and attempts it started are not
+ * tied to it and carry on. NULL is ignored. */
+void tw_endpoint_free(tw_endpoint *ep);
+
+const tw_endpoint_spec *tw_endpoint_get_spec(const tw_endpoint *ep);
+
+/* listen: a new deferred (the caller's reference) that fires with the
+ * tw_listening_port * (net.h) once it listens — the result owns the port:
+ * take it with tw_result_take, or the result's release stops listening — or
+ * fails with why (TW_EADDRINUSE, TW_EACCES, ...; a failure whose message
+ * names the address). factory must outlive the port. */
+tw_deferred *tw_endpoint_listen(tw_endpoint *ep, tw_factory *factory);
+
+/* connect: a new deferred that fires with the connected tw_protocol *
+ * (borrowed: its transport owns it) after its connection_made ran, or fails
+ * with why the connection could not be made (TW_ECONNREFUSED, TW_ETIMEDOUT,
+ * TW_EDNSLOOKUP, TW_ECONNABORTED when build_protocol refused...). Cancelling
+ * it abandons the attempt (TW_ECANCELED). The factory's client hooks
+ * (started_connecting, ...) are not called: the deferred reports instead. */
+tw_deferred *tw_endpoint_connect(tw_endpoint *ep, tw_factory *factory);
+
+/* connectProtocol: connects a protocol made already. The transport takes it
+ * over at once: its free op runs when the connection ends, or when the
+ * attempt fails (the deferred fails then too). */
+tw_deferred *tw_endpoint_connect_protocol(tw_endpoint *ep, tw_protocol *protocol);
 
 #endif

@@ -23,7 +23,23 @@
     X(ETIMEDOUT, -ETIMEDOUT, "operation timed out")                                                \
     X(ENOSYS, -ENOSYS, "not supported on this system")                                             \
     X(ENOBUFS, -ENOBUFS, "no buffer space available")                                              \
-    X(EMSGSIZE, -EMSGSIZE, "message too long")
+    X(EMSGSIZE, -EMSGSIZE, "message too long")                                                     \
+    X(EPERM, -EPERM, "operation not permitted")                                                    \
+    X(EACCES, -EACCES, "permission denied")                                                        \
+    X(ENOTSUP, -EOPNOTSUPP, "operation not supported")                                             \
+    X(ENOTCONN, -ENOTCONN, "not connected")                                                        \
+    X(EISCONN, -EISCONN, "already connected")                                                      \
+    X(EPIPE, -EPIPE, "broken pipe")                                                                \
+    X(ECONNREFUSED, -ECONNREFUSED, "connection refused")                                           \
+    X(ECONNRESET, -ECONNRESET, "connection reset by peer")                                         \
+    X(ECONNABORTED, -ECONNABORTED, "connection aborted")                                           \
+    X(EADDRINUSE, -EADDRINUSE, "address already in use")                                           \
+    X(EADDRNOTAVAIL, -EADDRNOTAVAIL, "cannot assign requested address")                            \
+    X(EAFNOSUPPORT, -EAFNOSUPPORT, "address family not supported")                                 \
+    X(ENETUNREACH, -ENETUNREACH, "network is unreachable")                                         \
+    X(EHOSTUNREACH, -EHOSTUNREACH, "no route to host")                                             \
+    X(EMFILE, -EMFILE, "too many open files")                                                      \
+    X(ENFILE, -ENFILE, "too many open files in system")
 
 #define TW__ERRNO_LIMIT (-4096)
 
@@ -40,7 +56,12 @@
     X(EPAUSED, -4106, "the deferred is not paused")                                                \
     X(ECHAINED, -4107, "the deferred is already chained to another deferred")                      \
     X(ESHUTDOWN, -4108, "the reactor or pool is shutting down")                                    \
-    X(EUSER, -4109, "application error")
+    X(EUSER, -4109, "application error")                                                           \
+    X(ECONNDONE, -4110, "connection was closed cleanly")                                           \
+    X(ECONNLOST, -4111, "connection to the other side was lost in a non-clean fashion")            \
+    X(EDNSLOOKUP, -4112, "the name could not be resolved")                                         \
+    X(EPROTOCOL, -4113, "the peer broke the protocol")                                             \
+    X(ELIMIT, -4114, "a limit was reached")
 
 enum {
 #define TW__ERR_ENUM(name, value, text) TW_##name = (value),

@@ -197,6 +197,26 @@ int tw_reactor_watch_signal(tw_reactor *r, int signo, tw_signal_fn fn, void *arg
  * freed are stopped and freed with it (and that is logged). */
 void tw_signal_watch_stop(tw_signal_watch *watch);
 
+/* ---- Handles the reactor closes when it shuts down (disconnectAll)
+ *
+ * Connections and listening ports register a handle for as long as they are
+ * open, so that stopping the reactor closes them: in the shutdown event,
+ * just before the during-shutdown triggers run, every registered handle is
+ * removed and its close function called, in the order they were added (a
+ * handle added while this runs is left for later). close then tears its
+ * object down at once (a connection loses its queue: TW_ECONNLOST; a port
+ * stops listening). A handle is embedded in the object it closes. */
+typedef struct tw_handle tw_handle;
+struct tw_handle {
+    void (*close)(tw_handle *h);
+    /* Private. */
+    tw_handle *prev, *next;
+};
+/* Registers h (not registered yet) with its close function. */
+void tw_reactor_add_handle(tw_reactor *r, tw_handle *h, void (*close)(tw_handle *h));
+/* Unregisters h; does nothing if it is not registered. */
+void tw_reactor_remove_handle(tw_reactor *r, tw_handle *h);
+
 /* ---- State, for the dirty-reactor check (testing.h) */
 
 typedef struct tw_reactor_state {
@@ -206,6 +226,7 @@ typedef struct tw_reactor_state {
     size_t signal_watches; /* tw_signal_watch not stopped */
     size_t thread_calls;   /* cross-thread calls queued, not yet run */
     size_t triggers;       /* system event triggers registered */
+    size_t handles;        /* tw_handle registered: open connections and ports */
     bool thread_pool_started;
 } tw_reactor_state;
 

@@ -69,6 +69,7 @@ bool tw__reactor_on_owner_thread(const tw_reactor *r);
 
 /* ---- Hooks into wakeup.c (call_from_thread). */
 struct tw__wakeup;
+struct tw__net_hooks;
 int tw__wakeup_init(tw_reactor *r, struct tw__wakeup **out);
 /* Refuses further calls (TW_ESHUTDOWN) from now on; queued calls stay queued.
  * tw_reactor_free does this before it joins the thread pool, so a worker that
@@ -161,6 +162,10 @@ struct tw_reactor {
 
     struct tw__wakeup *wakeup;
     struct tw__signals *signals;
+
+    tw_handle handles; /* sentinel of the list of registered handles */
+    size_t handle_count;
+    const struct tw__net_hooks *net_hooks; /* src/net/net-internal.h; opaque here */
 
     pthread_mutex_t pool_lock; /* guards pool and pool_max */
     tw_threadpool *pool;

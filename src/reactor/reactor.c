@@ -99,6 +99,7 @@ int tw_reactor_new(tw_reactor **out, const tw_reactor_options *options)
     r->signal_handlers = !(options && options->no_signal_handlers);
     r->startup.which = TW_EVENT_STARTUP;
     r->shutdown.which = TW_EVENT_SHUTDOWN;
+    r->handles.prev = r->handles.next = &r->handles;
     r->pool_max = 10;
 
     rc = pthread_mutex_init(&r->pool_lock, NULL);
@@ -159,7 +160,10 @@ int tw_reactor_free(tw_reactor *r)
         tw_free(t);
     }
 
-    /* Watchers still added are the caller's memory: just let go of them. */
+    /* Handles and watchers still registered are their owners' memory: just
+     * let go of them. */
+    while (r->handles.next != &r->handles)
+        tw_reactor_remove_handle(r, r->handles.next);
     for (size_t fd = 0; fd < r->fd_cap; fd++) {
         tw_io *io = r->fds[fd];
         if (io) {
@@ -599,6 +603,64 @@ static void run_phase(tw_reactor *r, tw_trigger_event event, tw_trigger_phase ph
     }
 }
 
+void tw_reactor_add_handle(tw_reactor *r, tw_handle *h, void (*close)(tw_handle *h))
+{
+    h->close = close;
+    h->next = &r->handles;
+    h->prev = r->handles.prev;
+    h->prev->next = h;
+    r->handles.prev = h;
+    r->handle_count++;
+}
+
+void tw_reactor_remove_handle(tw_reactor *r, tw_handle *h)
+{
+    if (!h->next)
+        return;
+    h->prev->next = h->next;
+    h->next->prev = h->prev;
+    h->prev = h->next = NULL;
+    r->handle_count--;
+}
+
+/* Declared in src/net/net-internal.h: the reactor only stores the pointer
+ * for the transport layer (which cannot add members to the reactor). */
+const struct tw__net_hooks *tw__reactor_net_hooks(const tw_reactor *r);
+void tw__reactor_set_net_hooks(tw_reactor *r, const struct tw__net_hooks *hooks);
+
+const struct tw__net_hooks *tw__reactor_net_hooks(const tw_reactor *r)
+{
+    return r->net_hooks;
+}
+
+void tw__reactor_set_net_hooks(tw_reactor *r, const struct tw__net_hooks *hooks)
+{
+    r->net_hooks = hooks;
+}
+
+/* disconnectAll. The list is detached first so that handles registered by a
+ * close function (a client reconnecting, say) are left for later instead of
+ * being closed in an endless loop. */
+static void close_handles(tw_reactor *r)
+{
+    if (r->handles.next == &r->handles)
+        return;
+    tw_handle pending = {.next = r->handles.next, .prev = r->handles.prev};
+    pending.next->prev = &pending;
+    pending.prev->next = &pending;
+    r->handles.next = r->handles.prev = &r->handles;
+    while (pending.next != &pending) {
+        tw_handle *h = pending.next;
+        h->prev->next = h->next;
+        h->next->prev = h->prev;
+        h->prev = h->next = NULL;
+        r->handle_count--;
+        r->dispatch_depth++;
+        h->close(h);
+        r->dispatch_depth--;
+    }
+}
+
 static bool event_ready(const struct tw__event *ev)
 {
     return ev->stage == TW__EV_WAITING && ev->waiting == 0;
@@ -617,6 +679,7 @@ static void event_progress(tw_reactor *r, struct tw__event *ev)
             r->running = true;
     } else {
         r->running = false;
+        close_handles(r);
     }
     run_phase(r, ev->which, TW_PHASE_DURING);
     run_phase(r, ev->which, TW_PHASE_AFTER);
@@ -780,6 +843,7 @@ void tw_reactor_get_state(tw_reactor *r, tw_reactor_state *out)
         .signal_watches = tw__signals_count(r->signals),
         .thread_calls = tw__wakeup_pending(r->wakeup),
         .triggers = r->trigger_count,
+        .handles = r->handle_count,
     };
     pthread_mutex_lock(&r->pool_lock);
     out->thread_pool_started = r->pool != NULL;

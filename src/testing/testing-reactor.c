@@ -33,6 +33,7 @@ int tw_testing_check_clean(tw_reactor *r, char *why, size_t size)
         add(why, size, &used, st.delayed_calls, "pending delayed call(s)");
         add(why, size, &used, st.readers, "reader(s)");
         add(why, size, &used, st.writers, "writer(s)");
+        add(why, size, &used, st.handles, "open connection(s) or port(s)");
         add(why, size, &used, st.signal_watches, "signal watch(es)");
         add(why, size, &used, st.thread_calls, "queued cross-thread call(s)");
     }
