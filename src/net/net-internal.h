@@ -41,6 +41,24 @@ struct tw_connector {
     void *connected_arg;
 };
 
+/* ---- Connections (stream.c), for ports, connectors and adopt */
+
+/* Makes a "tcp" or "unix" transport (by fd's family) over fd, a connected
+ * stream socket, which it takes over (sets it non-blocking and close-on-exec;
+ * closes it on any error). Registers the reactor handle, starts reading, and
+ * calls tw_protocol_make_connection(p) before returning. The transport owns
+ * p from the call on, whatever it returns (on error p is released without
+ * connection_made). Returns 0 and, if out is not NULL, the transport
+ * (borrowed: the connection holds its only reference); TW_ENOMEM or -errno. */
+int tw__stream_open(tw_reactor *r, int fd, tw_protocol *p, tw_transport **out);
+
+/* Runs fn(arg, reason) once, after the connection's protocol had
+ * connection_lost(reason) and before it is released (a connector reports
+ * client_connection_lost from it). One hook per transport; t must be a
+ * stream transport still connected. */
+void tw__stream_set_lost_hook(tw_transport *t, void (*fn)(void *arg, tw_failure *reason),
+                              void *arg);
+
 /* ---- Interception (the memory reactor). When a reactor has hooks set,
  * tw_listen_stream, tw_listen_adopt and tw_connect_stream on it call these
  * instead of opening sockets, with the same arguments and contract. */
