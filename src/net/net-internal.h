@@ -59,6 +59,18 @@ int tw__stream_open(tw_reactor *r, int fd, tw_protocol *p, tw_transport **out);
 void tw__stream_set_lost_hook(tw_transport *t, void (*fn)(void *arg, tw_failure *reason),
                               void *arg);
 
+/* ---- Name resolution: what the hostname endpoint calls on a pool thread.
+ * getaddrinfo and freeaddrinfo unless a test puts a fake resolver in (one
+ * that gives several addresses for a name, to watch attempts staggered).
+ * Set them before any resolution starts. */
+struct addrinfo;
+typedef struct tw__resolver {
+    int (*getaddrinfo)(const char *host, const char *service, const struct addrinfo *hints,
+                       struct addrinfo **res);
+    void (*freeaddrinfo)(struct addrinfo *res);
+} tw__resolver;
+extern tw__resolver tw__net_resolver;
+
 /* ---- Interception (the memory reactor). When a reactor has hooks set,
  * tw_listen_stream, tw_listen_adopt and tw_connect_stream on it call these
  * instead of opening sockets, with the same arguments and contract. */
