@@ -48,6 +48,15 @@ TW_REACTOR_TEST(emfile, sheds_then_recovers)
     low = old;
     low.rlim_cur = (rlim_t)max_fd() + 1 + ROOM;
     cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+    /* Exactly ROOM free slots: fill every hole below the limit, then give
+     * ROOM back. */
+    int filler[64], nfill = 0, fd;
+    while (nfill < 64 && (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0)
+        filler[nfill++] = fd;
+    cr_assert_eq(errno, EMFILE);
+    cr_assert_geq(nfill, ROOM);
+    for (int i = 0; i < ROOM; i++)
+        close(filler[--nfill]);
     tw_testing_log_capture_start();
 
     /* Room for ROOM connections; the other NA - ROOM are shed. */
@@ -88,6 +97,8 @@ TW_REACTOR_TEST(emfile, sheds_then_recovers)
     cr_assert_eq(tw_testing_log_count("accepting connections again"), 1);
     tw_testing_log_capture_stop();
     cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+    while (nfill > 0)
+        close(filler[--nfill]);
 
     close(c);
     for (int i = 1; i < ROOM; i++)
