@@ -159,7 +159,21 @@ static void connected(struct stream_connector *c)
         leave(c);
         return;
     }
-    tw__stream_set_lost_hook(t, connection_ended, c);
+    if (tw__stream_set_lost_hook(t, connection_ended, c) < 0) {
+        /* Unwatched, the connection would leave the connector CONNECTED
+         * forever: drop it, and report its loss now. */
+        tw_transport_abort_connection(t);
+        c->proto = NULL;
+        c->state = TW_CONNECTOR_DISCONNECTED;
+        if (!c->freed && c->factory->ops && c->factory->ops->client_connection_lost) {
+            tw_failure *reason =
+                tw_failure_new(TW_ENOMEM, NULL, "no memory to watch the connection");
+            c->factory->ops->client_connection_lost(c->factory, &c->base, reason);
+            tw_failure_unref(reason);
+        }
+        leave(c);
+        return;
+    }
     c->lost_hook_set = true;
     if (!c->freed && c->base.connected_hook)
         c->base.connected_hook(&c->base, p, c->base.connected_arg);
