@@ -55,8 +55,6 @@ TW_TEST(wrap, forwards_events_and_releases_the_wrapped_protocol)
     cr_assert_eq(ev.lost, 1);
     cr_assert_eq(ev.lost_code, -ECONNRESET);
     cr_assert_eq(ev.freed, 1);
-    cr_assert_eq(ev.peer_rc_at_lost, 0, "get_peer still works during connection_lost");
-    cr_assert_eq(tw_address_port(&ev.peer_at_lost), 4000);
     cr_assert_eq(tw_wrapping_factory_connected(&wf), 0);
     tw_string_transport_free(st);
 }
@@ -514,7 +512,7 @@ TW_TEST(wrap, standalone_wrapper)
     cr_assert_eq(tw_wrapper_new(NULL, 0, NULL, &w), TW_EINVAL);
     cr_assert_eq(tw_wrapper_new(NULL, 0, inner, NULL), TW_EINVAL);
     cr_assert_eq(tw_wrapper_new(NULL, sizeof(tw_wrapper) - 1, inner, &w), TW_EINVAL);
-    cr_assert_eq(tw_wrapper_make_wrapped_connection((tw_wrapper *)&(tw_wrapper){0}), TW_ENOTCONN);
+    cr_assert_eq(tw_wrapper_make_wrapped_connection(&(tw_wrapper){0}), TW_ENOTCONN);
     for (long n = 0;; n++) {
         tw_testing_fail_alloc_after(n);
         int rc = tw_wrapper_new(NULL, 0, inner, &w);
