@@ -42,7 +42,7 @@ typedef struct tw_timeout tw_timeout;
 typedef void (*tw_timeout_fn)(tw_timeout *t);
 
 struct tw_timeout {
-    tw_protocol *protocol;         /* whose transport the default closes */
+    tw_protocol *protocol; /* whose transport the default closes */
     tw_timeout_fn timeout_connection;
     /* Private. */
     tw_timer timer;

@@ -108,9 +108,9 @@ typedef struct tw_wrapper_hooks {
 
 /* Embed it first in an implementation's own struct (wrapper_size below). */
 struct tw_wrapper {
-    tw_protocol base;         /* what the real transport feeds */
-    tw_transport transport;   /* what the wrapped protocol is given */
-    tw_protocol *wrapped;     /* the wrapped protocol; NULL once released */
+    tw_protocol base;       /* what the real transport feeds */
+    tw_transport transport; /* what the wrapped protocol is given */
+    tw_protocol *wrapped;   /* the wrapped protocol; NULL once released */
     const tw_wrapper_hooks *hooks;
     tw_wrapping_factory *wfactory; /* the factory that built it, or NULL */
     tw_address addr;               /* the address given to build_protocol */
@@ -186,7 +186,7 @@ typedef struct tw_wrapping_factory_hooks {
 
 /* Embed it first in a policy's own factory struct. */
 struct tw_wrapping_factory {
-    tw_factory base;  /* give &wf->base to ports and connectors */
+    tw_factory base; /* give &wf->base to ports and connectors */
     tw_factory *wrapped;
     const tw_wrapper_hooks *wrapper_hooks;
     size_t wrapper_size;

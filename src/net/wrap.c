@@ -514,8 +514,7 @@ tw_protocol *tw_wrapping_factory_build_with(tw_wrapping_factory *wf, tw_factory 
     tw_wrapper *w = wrapper_alloc(wf->wrapper_size);
     if (!w) {
         if (wf->wrapper_size != 0 && wf->wrapper_size < sizeof(tw_wrapper))
-            tw_log_error(LOG_NS, "wrapper_size %zu is smaller than a tw_wrapper",
-                         wf->wrapper_size);
+            tw_log_error(LOG_NS, "wrapper_size %zu is smaller than a tw_wrapper", wf->wrapper_size);
         return NULL;
     }
     tw_protocol *wrapped = tw_factory_build_protocol(from, addr);

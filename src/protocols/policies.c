@@ -23,8 +23,7 @@ static tw_timeout *timeout_of(tw_timer *timer)
 static void timeout_fired(tw_timer *timer)
 {
     tw_timeout *t = timeout_of(timer);
-    tw_log_info(LOG_NS, "idle timeout: no traffic for %g s, timing the connection out",
-                t->period);
+    tw_log_info(LOG_NS, "idle timeout: no traffic for %g s, timing the connection out", t->period);
     if (t->timeout_connection)
         t->timeout_connection(t);
     else if (t->protocol && t->protocol->transport)
@@ -193,7 +192,7 @@ static tw_throttling_factory *thf_of(tw_wrapper *w)
     return (tw_throttling_factory *)w->wfactory;
 }
 
-#define CONTAINER(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define CONTAINER(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 static void th_pause_reads(tw_wrapper *w, void *arg)
 {
@@ -286,8 +285,8 @@ static void check_writes_fired(tw_timer *timer)
         tw_log_info(LOG_NS,
                     "ThrottlingFactory: wrote %llu bytes in a second, over write_limit %llu: "
                     "pausing producers for %g s",
-                    (unsigned long long)f->written_this_second,
-                    (unsigned long long)f->write_limit, pause);
+                    (unsigned long long)f->written_this_second, (unsigned long long)f->write_limit,
+                    pause);
         if (!f->writes_throttled) {
             f->writes_throttled = true;
             tw_wrapping_factory_each(&f->wf, th_pause_writes, NULL);
@@ -331,7 +330,8 @@ static tw_protocol *thf_build(tw_wrapping_factory *wf, const tw_address *addr)
     tw_throttling_factory *f = (tw_throttling_factory *)wf;
     char buf[TW_ADDRESS_STRLEN];
     if (f->connections >= f->max_connections) {
-        tw_log_info(LOG_NS, "refusing the connection with %s: %zu connections open, "
+        tw_log_info(LOG_NS,
+                    "refusing the connection with %s: %zu connections open, "
                     "ThrottlingFactory max_connections reached",
                     addr ? peer_text(addr, buf, sizeof buf) : "?", f->connections);
         return NULL;
@@ -631,6 +631,16 @@ static void peer_grow(tw_limit_per_peer_factory *f)
     f->nbuckets = n;
 }
 
+/* An empty table is freed, so the factory needs no teardown. */
+static void peer_table_drop_if_empty(tw_limit_per_peer_factory *f)
+{
+    if (f->npeers > 0)
+        return;
+    tw_free(f->buckets);
+    f->buckets = NULL;
+    f->nbuckets = 0;
+}
+
 static void peer_remove(tw_limit_per_peer_factory *f, struct tw__peer_entry *entry)
 {
     struct tw__peer_entry **pp = &f->buckets[entry->hash & (f->nbuckets - 1)];
@@ -638,11 +648,8 @@ static void peer_remove(tw_limit_per_peer_factory *f, struct tw__peer_entry *ent
         pp = &(*pp)->next;
     *pp = entry->next;
     tw_free(entry);
-    if (--f->npeers == 0) {
-        tw_free(f->buckets);
-        f->buckets = NULL;
-        f->nbuckets = 0;
-    }
+    f->npeers--;
+    peer_table_drop_if_empty(f);
 }
 
 static tw_protocol *lpf_build(tw_wrapping_factory *wf, const tw_address *addr)
@@ -661,7 +668,8 @@ static tw_protocol *lpf_build(tw_wrapping_factory *wf, const tw_address *addr)
         return NULL;
     }
     if (f->max_per_peer == 0) {
-        tw_log_info(LOG_NS, "refusing the connection with %s: LimitConnectionsByPeer "
+        tw_log_info(LOG_NS,
+                    "refusing the connection with %s: LimitConnectionsByPeer "
                     "max_per_peer is 0",
                     addr ? peer_text(addr, buf, sizeof buf) : "?");
         return NULL;
@@ -671,6 +679,7 @@ static tw_protocol *lpf_build(tw_wrapping_factory *wf, const tw_address *addr)
         if (f->npeers >= f->nbuckets)
             peer_grow(f);
         if (!f->nbuckets || !(e = tw_calloc(1, sizeof *e))) {
+            peer_table_drop_if_empty(f);
             tw_log_error(LOG_NS, "refusing the connection with %s: no memory to count its peer",
                          addr ? peer_text(addr, buf, sizeof buf) : "?");
             return NULL;

@@ -12,8 +12,8 @@ static struct rec_events ev;
 static struct rec_factory rf;
 static tw_wrapping_factory wf;
 
-static void setup_plain(const tw_protocol_ops *ops, const tw_wrapper_hooks *hooks,
-                        size_t size, const tw_wrapping_factory_hooks *fhooks)
+static void setup_plain(const tw_protocol_ops *ops, const tw_wrapper_hooks *hooks, size_t size,
+                        const tw_wrapping_factory_hooks *fhooks)
 {
     memset(&ev, 0, sizeof ev);
     rec_factory_init(&rf, &ev, ops);
