@@ -102,8 +102,10 @@ static inline tw_protocol *nt_build(tw_factory *base, const tw_address *addr)
         f->n.refused++;
         return NULL;
     }
-    f->n.built++;
-    return tw_factory_build_default(base, addr);
+    tw_protocol *p = tw_factory_build_default(base, addr);
+    if (p)
+        f->n.built++;
+    return p;
 }
 
 static inline void nt_start(tw_factory *f)

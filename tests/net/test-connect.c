@@ -577,3 +577,51 @@ TW_REACTOR_TEST(connect, allocation_failure)
     cr_assert_eq(nt_count_fds(), fds, "both ends closed");
     server_stop(r, &s);
 }
+
+/* Allocations failing while the attempt completes in the reactor (the
+ * protocol, the transport, the lost hook, failures): every attempt still
+ * ends with exactly one report, the factory balanced, nothing leaked. */
+TW_REACTOR_TEST(connect, allocation_failure_while_connecting)
+{
+    struct server s;
+    tw_address any = nt_ip("127.0.0.1", 0);
+    server_start(r, &s, &any);
+    /* Warm up what the reactor and the transports allocate once and keep
+     * (the read buffer, the timer heap, the watcher table). */
+    tw_testing_fail_alloc_after(0);
+    tw_testing_fail_alloc_off();
+    struct nt_factory warm;
+    nt_factory_init(&warm, &nt_ping_ops);
+    tw_connector *wc = NULL;
+    cr_assert_eq(tw_connect_stream(r, &s.host, NULL, &warm.base, &wc), 0);
+    cr_assert(nt_run_until(r, &warm.n.client_lost, 1, 5.0));
+    tw_connector_free(wc);
+    cr_assert(nt_run_until(r, &s.f.n.freed, s.f.n.built, 5.0));
+    int fds = nt_count_fds();
+    long live = tw_testing_alloc_live();
+    bool succeeded = false;
+    for (long n = 0; n < 200 && !succeeded; n++) {
+        struct nt_factory f;
+        nt_factory_init(&f, &nt_ping_ops);
+        tw_connector *c = NULL;
+        cr_assert_eq(tw_connect_stream(r, &s.host, NULL, &f.base, &c), 0);
+        tw_testing_fail_alloc_after(n);
+        double end = tw_reactor_seconds(r) + 5.0;
+        while (f.n.failed + f.n.client_lost == 0 && tw_reactor_seconds(r) < end)
+            tw_reactor_iterate(r, 0.01);
+        tw_testing_fail_alloc_off();
+        cr_assert_eq(f.n.failed + f.n.client_lost, 1, "n=%ld: one report", n);
+        succeeded = f.n.client_lost == 1 && f.n.got_len == 4;
+        cr_assert_eq(f.n.start, 1);
+        cr_assert_eq(f.n.stop, 1, "n=%ld", n);
+        tw_connector_free(c);
+        nt_spin(r, 0.02);
+        cr_assert_eq(f.n.built, f.n.freed, "n=%ld: every protocol released", n);
+        cr_assert(nt_run_until(r, &s.f.n.freed, s.f.n.built, 5.0));
+        cr_assert_eq(nt_count_fds(), fds, "n=%ld: descriptor leaked", n);
+        cr_assert_eq(tw_testing_alloc_live(), live, "n=%ld: memory leaked (%ld)", n,
+                     tw_testing_alloc_live() - live);
+    }
+    cr_assert(succeeded);
+    server_stop(r, &s);
+}
