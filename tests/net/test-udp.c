@@ -727,7 +727,7 @@ TW_REACTOR_TEST(udp, listen_allocation_failure_is_clean)
             cr_assert_null(a.base.port);
             tw_reactor_state st;
             tw_reactor_get_state(r, &st);
-            cr_assert_eq(st.handles, pass);
+            cr_assert_eq(st.handles, (size_t)pass);
         }
         cr_assert_eq(rc, 0, "never succeeded");
         cr_assert_gt(n, 0, "no allocation was ever failed");
