@@ -236,13 +236,17 @@ static void port_readable(tw_io *io, unsigned events)
             tw_log_debug(NS, "recvmsg on fd %d: %s", io->fd, tw_strerror(-err));
             continue;
         }
+        from.len = msg.msg_namelen;
         if ((msg.msg_flags & MSG_TRUNC) || (size_t)n > port->max_packet) {
-            tw_log_debug(NS,
-                         "dropped a %zd-byte datagram on fd %d: longer than max_packet_size %zu", n,
-                         io->fd, port->max_packet);
+            if (tw_log_get_level() <= TW_LOG_DEBUG) {
+                char where[TW_ADDRESS_STRLEN];
+                tw_log_debug(NS,
+                             "dropped a %zd-byte datagram from %s: longer than "
+                             "max_packet_size %zu",
+                             n, tw_address_format(&from, where, sizeof where), port->max_packet);
+            }
             continue;
         }
-        from.len = msg.msg_namelen;
         /* connect() does not flush what other senders queued before it. */
         if (port->peer.len && !same_peer(&from, &port->peer))
             continue;

@@ -124,22 +124,10 @@ static void dg_init(struct dg *d)
     d->base.ops = &dg_ops;
 }
 
-/* A tw_address from a literal (tests do not depend on the address helpers). */
 static tw_address ip(const char *text, unsigned port)
 {
     tw_address a;
-    memset(&a, 0, sizeof a);
-    if (strchr(text, ':')) {
-        a.u.in6.sin6_family = AF_INET6;
-        a.u.in6.sin6_port = htons((uint16_t)port);
-        cr_assert_eq(inet_pton(AF_INET6, text, &a.u.in6.sin6_addr), 1);
-        a.len = sizeof a.u.in6;
-    } else {
-        a.u.in.sin_family = AF_INET;
-        a.u.in.sin_port = htons((uint16_t)port);
-        cr_assert_eq(inet_pton(AF_INET, text, &a.u.in.sin_addr), 1);
-        a.len = sizeof a.u.in;
-    }
+    cr_assert_eq(tw_address_from_ip(&a, text, port), 0, "%s", text);
     return a;
 }
 
@@ -432,7 +420,9 @@ TW_REACTOR_TEST(udp, datagram_over_max_packet_size_is_dropped)
     cr_assert_eq(tw_udp_port_write(pb, "next", 4, &to_a), 0);
     cr_assert_eq(tw_udp_port_write(pb, exact, sizeof exact, &to_a), 0);
     bool got = run_until(r, &a.received, 2);
-    size_t logged = tw_testing_log_count("dropped a 200-byte datagram");
+    char expect[96];
+    snprintf(expect, sizeof expect, "dropped a 200-byte datagram from 127.0.0.1:%u", port_of(pb));
+    size_t logged = tw_testing_log_count(expect);
     tw_testing_log_capture_stop();
     tw_log_set_level(level);
 
@@ -523,6 +513,37 @@ TW_REACTOR_TEST(udp, multicast_on_loopback_delivers_to_self)
     cr_assert_eq(tw_udp_port_write(pm, "gone", 4, &group), 0);
     run_for(r, 0.05);
     cr_assert_eq(m.received, 1);
+    cr_assert_eq(tw_udp_port_set_outgoing_interface(pm, NULL), 0);
+    tw_udp_port_stop_listening(pm);
+}
+
+/* IPv6: the options and membership take the IPv6 paths. (Sending to a group
+ * through lo needs a multicast-capable interface, which lo is not on Linux.) */
+TW_REACTOR_TEST(udp, ipv6_multicast_membership_and_options)
+{
+    struct dg m;
+    dg_init(&m);
+    tw_address any = ip("::", 0);
+    tw_udp_port *pm;
+    int rc = tw_udp_listen(r, &any, NULL, &m.base, &pm);
+    if (rc == TW_EAFNOSUPPORT || rc == TW_EADDRNOTAVAIL)
+        cr_skip_test("no IPv6 here: %s", tw_strerror(rc));
+    cr_assert_eq(rc, 0, "%s", tw_strerror(rc));
+    cr_assert_eq(tw_udp_port_set_ttl(pm, 7), 0);
+    cr_assert_eq(tw_udp_port_get_ttl(pm), 7);
+    cr_assert_eq(tw_udp_port_set_loopback_mode(pm, false), 0);
+    cr_assert_eq(tw_udp_port_get_loopback_mode(pm), 0);
+    cr_assert_eq(tw_udp_port_set_loopback_mode(pm, true), 0);
+    cr_assert_eq(tw_udp_port_get_loopback_mode(pm), 1);
+
+    tw_address group = ip("ff12::1234", 0), lo = ip("::%lo", 0), v4 = ip("127.0.0.1", 0);
+    tw_address unicast = ip("::1", 0);
+    cr_assert_eq(tw_udp_port_join_group(pm, &unicast, &lo), TW_EINVAL);
+    cr_assert_eq(tw_udp_port_join_group(pm, &group, &v4), TW_EINVAL);
+    cr_assert_eq(tw_udp_port_join_group(pm, &group, &lo), 0);
+    cr_assert_eq(tw_udp_port_leave_group(pm, &group, &lo), 0);
+    cr_assert_lt(tw_udp_port_leave_group(pm, &group, &lo), 0, "left a group not joined");
+    cr_assert_eq(tw_udp_port_set_outgoing_interface(pm, &lo), 0);
     cr_assert_eq(tw_udp_port_set_outgoing_interface(pm, NULL), 0);
     tw_udp_port_stop_listening(pm);
 }
