@@ -63,7 +63,8 @@ typedef struct tw_datagram_protocol tw_datagram_protocol;
 
 /* Twisted's default maxPacketSize. */
 #define TW_UDP_DEFAULT_MAX_PACKET 8192
-/* The largest max_packet_size (and the per-reactor read buffer's size). */
+/* The largest max_packet_size. (The per-reactor read buffer is as large as
+ * the largest max_packet_size among the reactor's ports.) */
 #define TW_UDP_MAX_PACKET 65536
 
 typedef struct tw_datagram_protocol_ops {
