@@ -45,8 +45,9 @@ static int from_string(tw_reactor *r, tw_endpoint_role role, const char *descrip
     if (rc < 0)
         return rc;
     if (spec->kind == TW_ENDPOINT_REGISTERED) {
-        tw_failure *f = tw_failure_new(TW_ENOTSUP, NULL, "%s: endpoints of this type cannot %s",
-                                       spec->type, role == TW_ENDPOINT_SERVER ? "listen" : "connect");
+        tw_failure *f =
+            tw_failure_new(TW_ENOTSUP, NULL, "%s: endpoints of this type cannot %s", spec->type,
+                           role == TW_ENDPOINT_SERVER ? "listen" : "connect");
         tw_endpoint_spec_free(spec);
         if (failure)
             *failure = f;
@@ -120,9 +121,9 @@ static int systemd_fd(const tw_endpoint_spec *spec, int *fd, tw_failure **failur
     }
     long n = strtol(fds, NULL, 10);
     if (n <= 0 || (long)sd->index >= n) {
-        *failure = tw_failure_new(TW_EINVAL, NULL,
-                                  "systemd: index %u out of range: %ld socket(s) passed",
-                                  sd->index, n < 0 ? 0 : n);
+        *failure =
+            tw_failure_new(TW_EINVAL, NULL, "systemd: index %u out of range: %ld socket(s) passed",
+                           sd->index, n < 0 ? 0 : n);
         return TW_EINVAL;
     }
     *fd = 3 + (int)sd->index;
@@ -216,9 +217,11 @@ tw_deferred *tw_endpoint_listen(tw_endpoint *ep, tw_factory *factory)
 
 /* One call to connect: the deferred it answers, the addresses, the attempts.
  * It lives until the deferred has fired, the resolution (if any) has come
- * back, and every connector is gone — the winning connector stays for as
- * long as its connection lives, because the connector uses the factory
- * embedded here until then. refs counts those three kinds of holders. */
+ * back, and the connectors are done with the factory embedded here: they use
+ * it until the attempt ends, and for the winner that is when its connection
+ * ends. refs counts those holders; the connectors' share is one reference
+ * taken when the factory starts and dropped when it stops (a connector stops
+ * it as the very last thing it does with it). */
 struct connect_op {
     tw_reactor *reactor;
     tw_deferred *d;          /* NULL once fired */
@@ -269,7 +272,6 @@ static void stop_attempts(struct connect_op *op)
             op->attempts[i] = NULL;
             op->live_attempts--;
             tw_connector_free(c);
-            op_unref(op);
         }
     }
 }
@@ -317,7 +319,8 @@ static void stagger_due(tw_timer *t)
 
 static void deadline_due(tw_timer *t)
 {
-    struct connect_op *op = (struct connect_op *)((char *)t - offsetof(struct connect_op, deadline));
+    struct connect_op *op =
+        (struct connect_op *)((char *)t - offsetof(struct connect_op, deadline));
     op->refs++;
     op_fail(op, tw_failure_new(TW_ETIMEDOUT, NULL, "%s: connection timed out after %g s",
                                op->host ? op->host : "connect", op->timeout));
@@ -341,7 +344,6 @@ static void start_next_attempt(struct connect_op *op)
         tw_connect_options opts = {.timeout = op->timeout,
                                    .bind_to = op->has_bind ? &op->bind_to : NULL};
         tw_connector *c;
-        op->refs++;
         op->live_attempts++;
         op->attempts[i] = NULL; /* started_connecting may run before we store c */
         int rc = tw_connect_stream(op->reactor, &op->addrs[i], &opts, &op->factory, &c);
@@ -352,7 +354,6 @@ static void start_next_attempt(struct connect_op *op)
             op->last_failure = tw_failure_new(rc, NULL, "connecting to %s: %s",
                                               tw_address_format(&op->addrs[i], where, sizeof where),
                                               tw_strerror(rc));
-            op_unref(op);
             continue; /* nothing is in flight: try the next address now */
         }
         op->attempts[i] = c;
@@ -397,7 +398,6 @@ static void op_attempt_over(struct connect_op *op, tw_connector *c)
         op->live_attempts--;
     }
     tw_connector_free(c);
-    op_unref(op);
 }
 
 static void op_connection_failed(tw_factory *f, tw_connector *c, tw_failure *reason)
@@ -436,6 +436,17 @@ static void op_connection_lost(tw_factory *f, tw_connector *c, tw_failure *reaso
     op_attempt_over(op, c);
 }
 
+/* The connectors' hold on the op (see struct connect_op). */
+static void op_factory_started(tw_factory *f)
+{
+    ((struct connect_op *)f->data)->refs++;
+}
+
+static void op_factory_stopped(tw_factory *f)
+{
+    op_unref(f->data);
+}
+
 static void op_started_connecting(tw_factory *f, tw_connector *c)
 {
     struct connect_op *op = f->data;
@@ -445,6 +456,8 @@ static void op_started_connecting(tw_factory *f, tw_connector *c)
 
 static const tw_factory_ops op_factory_ops = {
     .build_protocol = op_build,
+    .start_factory = op_factory_started,
+    .stop_factory = op_factory_stopped,
     .started_connecting = op_started_connecting,
     .client_connection_failed = op_connection_failed,
     .client_connection_lost = op_connection_lost,
@@ -477,7 +490,8 @@ static void free_addrinfo_value(void *ai)
 static tw_result resolve_on_thread(void *arg)
 {
     struct resolve_job *job = arg;
-    struct addrinfo hints = {.ai_family = job->family, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = job->family,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_ADDRCONFIG | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     int rc = tw__net_resolver.getaddrinfo(job->host, job->service, &hints, &res);
@@ -513,8 +527,8 @@ static tw_result resolved(tw_result result, void *arg)
         }
         tw_result_release(&result);
         if (op->naddrs == 0)
-            op_fail(op, tw_failure_new(TW_EDNSLOOKUP, NULL, "'%s' has no usable address",
-                                       op->host));
+            op_fail(op,
+                    tw_failure_new(TW_EDNSLOOKUP, NULL, "'%s' has no usable address", op->host));
         else
             start_next_attempt(op);
     }

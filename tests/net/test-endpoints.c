@@ -239,8 +239,7 @@ TW_REACTOR_TEST(endpoints, connect_times_out)
     double took = tw_reactor_seconds(r) - start;
     blackhole_close(&b);
     cr_assert_not_null(res.failure);
-    cr_assert_eq(tw_failure_code(res.failure), TW_ETIMEDOUT, "%s",
-                 tw_failure_message(res.failure));
+    cr_assert_eq(tw_failure_code(res.failure), TW_ETIMEDOUT, "%s", tw_failure_message(res.failure));
     cr_assert(took >= 0.29 && took < 3, "took %g s", took);
     tw_result_release(&res);
 }
