@@ -50,7 +50,7 @@ TW_REACTOR_TEST(stream_io, echo_round_trip_tcp)
     echo_round_trip(r, fds);
 }
 
-/* Reads everything the peer end gets until end of file (or `want` bytes);
+/* Reads what the peer end gets until end of file or `want` bytes;
  * iterating r meanwhile. Returns a malloc'd buffer. */
 static char *drain_peer(tw_reactor *r, int fd, size_t want, size_t *len, bool *eof)
 {
@@ -68,7 +68,7 @@ static char *drain_peer(tw_reactor *r, int fd, size_t want, size_t *len, bool *e
         }
         if (k > 0) {
             n += (size_t)k;
-            if (n == cap)
+            if (n >= want)
                 break;
             continue;
         }
