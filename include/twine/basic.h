@@ -108,9 +108,10 @@ typedef struct tw_line_receiver {
     tw_basic_receiver rx;
     bool raw; /* in raw mode; read it, change it with set_raw_mode / set_line_mode */
     /* Private. */
-    bool in_feed;      /* inside the decoder's feed (a line callback may run) */
-    bool cleared;      /* clear_line_buffer took the rest of the chunk */
-    uint8_t delim_len; /* the current delimiter, for send_line and clear_line_buffer */
+    bool in_feed;       /* inside the decoder's feed (a line callback may run) */
+    bool cleared;       /* clear_line_buffer took the rest of the chunk */
+    bool delim_pending; /* set_delimiter from a line: applied after it */
+    uint8_t delim_len;  /* the current delimiter, for send_line and clear_line_buffer */
     char delim[TW_LINE_DELIMITER_MAX];
     size_t max;        /* MAX_LENGTH, for the log */
     const char *cur;   /* the chunk being fed, and the offset in it past the */
@@ -162,9 +163,11 @@ void tw_line_receiver_clear_line_buffer(tw_protocol *p,
                                         void (*take)(void *ctx, const char *data, size_t len),
                                         void *ctx);
 
-/* Change the delimiter / MAX_LENGTH of this connection (see
- * tw_line_decoder_set_delimiter: TW_EBUSY while a partial line is held,
- * so change it from line_received). Return 0, TW_EINVAL or TW_EBUSY. */
+/* Change the delimiter / MAX_LENGTH of this connection; a new delimiter
+ * applies from the next line on, and send_line uses it at once. Change the
+ * delimiter from line_received (or before any byte arrives): elsewhere it is
+ * TW_EBUSY while a partial line is held (see tw_line_decoder_set_delimiter).
+ * Return 0, TW_EINVAL or TW_EBUSY. */
 int tw_line_receiver_set_delimiter(tw_protocol *p, const void *delim, size_t len);
 int tw_line_receiver_set_max_length(tw_protocol *p, size_t max);
 

@@ -207,9 +207,14 @@ static int peer_address(const struct tw__stream *s, tw_address *out)
     if (getpeername(s->io.fd, &out->u.sa, &out->len) == 0)
         return 0;
     int err = -errno;
-    out->len = sizeof out->u;
-    if (getsockopt(s->io.fd, SOL_SOCKET, SO_PEERNAME, &out->u, &out->len) == 0)
-        return 0;
+    /* SO_PEERNAME wants a length no larger than the address: the family's. */
+    tw_address host;
+    host.len = sizeof host.u;
+    if (!(s->flags & F_UNIX) && getsockname(s->io.fd, &host.u.sa, &host.len) == 0) {
+        out->len = host.u.sa.sa_family == AF_INET6 ? sizeof out->u.in6 : sizeof out->u.in;
+        if (getsockopt(s->io.fd, SOL_SOCKET, SO_PEERNAME, &out->u, &out->len) == 0)
+            return 0;
+    }
     out->len = 0;
     return err;
 }

@@ -174,7 +174,7 @@ static int on_line(void *ctx, const char *line, size_t len)
     if (lr->rx.disconnecting)
         return 1;
     lr_ops(p)->line_received(p, line, len);
-    return lr->rx.disconnecting || lr->raw || lr->cleared;
+    return lr->rx.disconnecting || lr->raw || lr->cleared || lr->delim_pending;
 }
 
 static void line_too_long(tw_protocol *p, const char *data, size_t len)
@@ -208,6 +208,10 @@ static void lr_handle(tw_protocol *p, const char *data, size_t len)
         if (lr->cleared) {
             lr->cleared = false; /* the rest was taken */
             return;
+        }
+        if (lr->delim_pending) {
+            lr->delim_pending = false;
+            tw_line_decoder_set_delimiter(&lr->dec, lr->delim, lr->delim_len);
         }
         if (rc == 1) {
             data += consumed;
@@ -274,8 +278,10 @@ int tw_line_receiver_set_raw_mode(tw_protocol *p)
         lr_setup(lr);
     if (lr->raw)
         return 0;
-    size_t held;
-    const char *h = tw_line_decoder_buffered(&lr->dec, &held);
+    size_t held = 0;
+    /* Inside a line callback the decoder's buffer is that line: nothing
+     * partial is held, and the rest of the chunk goes raw. */
+    const char *h = lr->in_feed ? NULL : tw_line_decoder_buffered(&lr->dec, &held);
     if (held) {
         /* Set aside, ahead of anything queued: it came first. */
         tw_rbuf keep;
@@ -316,15 +322,16 @@ void tw_line_receiver_clear_line_buffer(tw_protocol *p,
         return;
     tw_line_receiver *lr = lr_of(p);
     size_t n;
-    const char *held = tw_line_decoder_buffered(&lr->dec, &n);
-    if (n && take)
-        take(ctx, held, n);
-    tw_line_decoder_clear(&lr->dec);
-    if (lr->in_feed && lr->cur_off >= 0 && (size_t)lr->cur_off <= lr->cur_len) {
-        size_t off = (size_t)lr->cur_off;
-        if (off < lr->cur_len && take)
-            take(ctx, lr->cur + off, lr->cur_len - off);
+    if (lr->in_feed) {
+        /* The decoder holds the line being delivered, not a partial one. */
+        if (lr->cur_off >= 0 && (size_t)lr->cur_off < lr->cur_len && take)
+            take(ctx, lr->cur + lr->cur_off, lr->cur_len - (size_t)lr->cur_off);
         lr->cleared = true;
+    } else {
+        const char *held = tw_line_decoder_buffered(&lr->dec, &n);
+        if (n && take)
+            take(ctx, held, n);
+        tw_line_decoder_clear(&lr->dec);
     }
     n = tw_rbuf_size(&lr->rx.pending);
     if (n && take)
@@ -339,7 +346,16 @@ int tw_line_receiver_set_delimiter(tw_protocol *p, const void *delim, size_t len
     tw_line_receiver *lr = lr_of(p);
     if (!lr->rx.ready)
         lr_setup(lr);
-    int rc = tw_line_decoder_set_delimiter(&lr->dec, delim, len);
+    int rc;
+    if (lr->in_feed) {
+        /* The decoder refuses a new delimiter while it holds the line being
+         * delivered (a line that spanned chunks): stop the feed and apply it
+         * before the next line (lr_handle). */
+        rc = delim && len > 0 && len <= TW_LINE_DELIMITER_MAX ? 0 : TW_EINVAL;
+        lr->delim_pending = rc == 0;
+    } else {
+        rc = tw_line_decoder_set_delimiter(&lr->dec, delim, len);
+    }
     if (rc == 0) {
         lr->delim_len = (uint8_t)len;
         memcpy(lr->delim, delim, len);
