@@ -213,7 +213,7 @@ size_t tw_testing_feed_split(const void *data, size_t len, size_t at, tw_testing
 /* ---- Memory reactor (proto_helpers.MemoryReactor)
  *
  * A real reactor (timers, deferreds and calls from threads work, with the
- * backend from TWINE_REACTOR) on which tw_listen_stream, tw_listen_adopt and
+ * backend from TWINE_REACTOR) on which tw_listen_stream and
  * tw_connect_stream open no socket: they record the request and hand out a
  * fake listening port or connector, which code under test (endpoints,
  * reconnecting factories, services) uses through net.h as usual while the
@@ -234,9 +234,9 @@ size_t tw_testing_feed_split(const void *data, size_t len, size_t at, tw_testing
  * lose_connection on the string transport (which only records it: the test
  * then calls tw_testing_connector_lose). */
 
-/* One tw_listen_stream / tw_listen_adopt call. */
+/* One tw_listen_stream call (tw_listen_adopt is not intercepted). */
 typedef struct tw_testing_listen {
-    tw_address addr;        /* as asked (len 0 for an adopted descriptor) */
+    tw_address addr;        /* as asked */
     tw_listen_options opts; /* as given; zeroed when NULL was passed */
     tw_factory *factory;
     tw_listening_port *port; /* the fake port; NULL once stopped */
