@@ -91,8 +91,9 @@ void tw_protocol_make_connection(tw_protocol *p, tw_transport *t);
 void tw_protocol_data_received(tw_protocol *p, const char *data, size_t len);
 /* Calls connection_lost(reason) (reason borrowed). */
 void tw_protocol_connection_lost(tw_protocol *p, tw_failure *reason);
-/* Calls free, clears p->transport, and frees the memory of a default-built
- * protocol. NULL is ignored. */
+/* Clears p->transport, calls free, and then frees the memory of a
+ * default-built protocol (a hand-made one's free may release p itself, so p
+ * is not touched after it). NULL is ignored. */
 void tw_protocol_release(tw_protocol *p);
 
 /* ---- Factories */
