@@ -54,10 +54,13 @@ int tw__stream_open(tw_reactor *r, int fd, tw_protocol *p, tw_transport **out);
 
 /* Runs fn(arg, reason) once, after the connection's protocol had
  * connection_lost(reason) and before it is released (a connector reports
- * client_connection_lost from it). One hook per transport; t must be a
- * stream transport still connected. */
-void tw__stream_set_lost_hook(tw_transport *t, void (*fn)(void *arg, tw_failure *reason),
-                              void *arg);
+ * client_connection_lost from it). One hook per transport (a second call
+ * replaces the first); t must be a stream transport not yet lost (a loss
+ * already decided but not yet delivered is fine: connection_made may have
+ * closed it). Returns 0, or TW_ENOMEM with no hook set: the hook lives in
+ * the connection's rarely used state, which is allocated on first use so
+ * that an idle connection costs only its struct. */
+int tw__stream_set_lost_hook(tw_transport *t, void (*fn)(void *arg, tw_failure *reason), void *arg);
 
 /* ---- Interception (the memory reactor). When a reactor has hooks set,
  * tw_listen_stream, tw_listen_adopt and tw_connect_stream on it call these

@@ -1,0 +1,1081 @@
+/* Stream connections: the "tcp" and "unix" transports behind tw__stream_open
+ * (ports and connectors) and tw_connection_adopt. Contracts: transport.h,
+ * protocol.h, net.h, net-internal.h.
+ *
+ * ---- The steady path allocates nothing
+ * Reads land in one buffer per thread (one reactor per thread, so one
+ * connection reads at a time; data_received gets a slice of it). A write
+ * goes straight to the kernel when nothing is queued and only what the
+ * kernel leaves is copied into the write queue, whose blocks come from a
+ * per-thread cache; the queue is flushed with one sendmsg of up to IOV_MAX
+ * entries. Writer interest is on only while something is queued (or a
+ * half-close waits for the queue to drain), so an idle connection costs no
+ * wakeups.
+ *
+ * ---- Delivering a loss from the reactor
+ * connection_lost must never run inside the call that closed (the protocol
+ * may close from any callback and go on using its state). A loss decided
+ * inside such a call (lose_connection with nothing queued, abort, a write
+ * error) shuts the socket down both ways and keeps reader interest on:
+ * a socket shut down for reading is readable from then on, on every backend,
+ * so the reactor calls us back on its next iteration, where the loss is
+ * delivered. This allocates nothing and cannot fail for want of memory, unlike
+ * a zero-delay tw_call_later (which is the fallback should re-adding the
+ * reader fail). The writer would not do: a full send buffer never gets
+ * writable while the peer does not read. A loss found by the reactor itself
+ * (read error, end of file, flush done) is delivered at once.
+ *
+ * ---- Re-entrancy
+ * Every callback into the protocol runs with a reference held on the
+ * transport, and the state is checked again after each, so a protocol may
+ * close, abort, pause or write from any callback, and any other code may
+ * close this connection from its own callbacks. The protocol itself is
+ * released only after connection_lost and the lost hook have returned. */
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <twine/error.h>
+#include <twine/failure.h>
+#include <twine/log.h>
+#include <twine/net.h>
+
+#include "net/net-internal.h"
+#include "net/stream.h"
+
+#define LOG_NS                          "twine.net"
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* Reads per wakeup while each fills the buffer: a fast peer cannot starve
+ * the other connections of the reactor. */
+#define READS_PER_WAKEUP 4
+/* sendmsg calls per wakeup while each is taken whole. */
+#define WRITES_PER_WAKEUP 4
+/* Linux's SCM_MAX_FD: descriptors per message. */
+#define MAX_FDS 253
+
+enum {
+    F_UNIX = 1u << 0,
+    F_PAUSED = 1u << 1,         /* pause_producing: no reading */
+    F_READ_CLOSED = 1u << 2,    /* the peer's end of file was read */
+    F_WRITE_SHUTTING = 1u << 3, /* lose_write_connection: flush, then shut down */
+    F_WRITE_CLOSED = 1u << 4,   /* the write side is shut down */
+    F_DISCONNECTING = 1u << 5,  /* lose_connection: flush, then close */
+    F_LOST_PENDING = 1u << 6,   /* loss decided: delivered on the next wakeup */
+    F_LOST = 1u << 7,           /* torn down: connection_lost given or being given */
+};
+
+/* Writes are refused in these states (transport.h). */
+#define F_NO_WRITE (F_WRITE_SHUTTING | F_WRITE_CLOSED | F_DISCONNECTING | F_LOST_PENDING | F_LOST)
+/* The protocol hears nothing more once one of these is set. */
+#define F_CLOSING (F_DISCONNECTING | F_LOST_PENDING | F_LOST)
+
+/* Descriptors to send with the byte at queue offset `at` (counted from the
+ * queue's current head). */
+struct fd_batch {
+    struct fd_batch *next;
+    size_t at;
+    size_t n;
+    int fds[];
+};
+
+/* What few connections need: allocated on first use, freed with the
+ * transport. */
+struct stream_extra {
+    tw_producer *producer;
+    bool streaming;
+    bool producer_paused; /* paused by us, at the high-water mark */
+    size_t high, low;
+    void (*lost_hook)(void *arg, tw_failure *reason);
+    void *lost_arg;
+    struct fd_batch *batches; /* in queue order */
+};
+
+static struct tw__stream *S(const tw_transport *t)
+{
+    return (struct tw__stream *)t;
+}
+
+static struct stream_extra *X(const struct tw__stream *s)
+{
+    return s->io.data;
+}
+
+static struct stream_extra *extra_get(struct tw__stream *s)
+{
+    if (!s->io.data) {
+        struct stream_extra *x = tw_calloc(1, sizeof *x);
+        if (!x)
+            return NULL;
+        x->high = TW_TRANSPORT_HIGH_WATER;
+        x->low = TW_TRANSPORT_LOW_WATER;
+        s->io.data = x;
+    }
+    return s->io.data;
+}
+
+/* ---- The per-thread read buffer */
+
+static _Thread_local char *read_buf;
+static pthread_key_t read_key;
+static pthread_once_t read_key_once = PTHREAD_ONCE_INIT;
+static bool read_key_ok;
+
+/* Runs at thread exit, while the thread's TLS is still there. */
+static void read_buf_exit(void *buf)
+{
+    tw_free(buf);
+    read_buf = NULL;
+}
+
+static void read_key_create(void)
+{
+    read_key_ok = pthread_key_create(&read_key, read_buf_exit) == 0;
+}
+
+/* Made when the thread opens its first connection, so that reading never
+ * needs memory. */
+static int read_buf_ensure(void)
+{
+    if (read_buf)
+        return 0;
+    pthread_once(&read_key_once, read_key_create);
+    char *b = tw_malloc(TW_NET_READ_SIZE);
+    if (!b)
+        return TW_ENOMEM;
+    if (read_key_ok)
+        pthread_setspecific(read_key, b);
+    read_buf = b;
+    return 0;
+}
+
+/* ---- Interest */
+
+static bool want_read(const struct tw__stream *s)
+{
+    if (s->flags & F_LOST)
+        return false;
+    if (s->flags & F_LOST_PENDING)
+        return true; /* the wakeup that delivers the loss */
+    return !(s->flags & (F_PAUSED | F_READ_CLOSED | F_DISCONNECTING));
+}
+
+static bool want_write(const struct tw__stream *s)
+{
+    if (s->flags & (F_LOST | F_LOST_PENDING))
+        return false;
+    return !tw_wqueue_is_empty(&s->queue) || (s->flags & F_WRITE_SHUTTING);
+}
+
+/* Brings the watcher in line with the state; the reactor makes no syscall
+ * for what is already so. Returns 0 or the error of adding. */
+static int update_interest(struct tw__stream *s)
+{
+    tw_reactor *r = s->base.reactor;
+    int rc = want_read(s) ? tw_reactor_add_reader(r, &s->io) : tw_reactor_remove_reader(r, &s->io);
+    if (rc < 0)
+        return rc;
+    return want_write(s) ? tw_reactor_add_writer(r, &s->io) : tw_reactor_remove_writer(r, &s->io);
+}
+
+/* ---- Losing the connection */
+
+static void drop_batches(struct tw__stream *s)
+{
+    struct stream_extra *x = X(s);
+    while (x && x->batches) {
+        struct fd_batch *b = x->batches;
+        x->batches = b->next;
+        for (size_t i = 0; i < b->n; i++)
+            close(b->fds[i]);
+        tw_free(b);
+    }
+}
+
+/* The peer's address, also after a reset: getpeername refuses a TCP socket
+ * that has gone to CLOSE, SO_PEERNAME does not. */
+static int peer_address(const struct tw__stream *s, tw_address *out)
+{
+    memset(out, 0, sizeof *out);
+    out->len = sizeof out->u;
+    if (getpeername(s->io.fd, &out->u.sa, &out->len) == 0)
+        return 0;
+    int err = -errno;
+    out->len = sizeof out->u;
+    if (getsockopt(s->io.fd, SOL_SOCKET, SO_PEERNAME, &out->u, &out->len) == 0)
+        return 0;
+    out->len = 0;
+    return err;
+}
+
+static tw_failure *make_reason(const struct tw__stream *s, int code)
+{
+    tw_address a;
+    char peer[TW_ADDRESS_STRLEN];
+    if (s->io.fd < 0 || peer_address(s, &a) < 0)
+        snprintf(peer, sizeof peer, "an unknown peer");
+    else
+        tw_address_format(&a, peer, sizeof peer);
+    return tw_failure_new(code, NULL, "%s connection to %s: %s", s->base.ops->name, peer,
+                          tw_strerror(code));
+}
+
+/* Before a clean close: unread input would make the kernel answer with a
+ * reset, which can destroy what we sent and the peer has not read yet. */
+static void discard_input(struct tw__stream *s)
+{
+    for (int i = 0; i < READS_PER_WAKEUP; i++) {
+        ssize_t n = recv(s->io.fd, read_buf, TW_NET_READ_SIZE, MSG_DONTWAIT);
+        if (n <= 0 && !(n < 0 && errno == EINTR))
+            break;
+    }
+}
+
+/* Tears the connection down and tells everyone, now. Only from the reactor
+ * (an fd callback, the handle's close, the fallback delayed call). */
+static void finish(struct tw__stream *s, int code)
+{
+    if (s->flags & F_LOST)
+        return;
+    tw_transport_ref(&s->base);
+    s->flags = (s->flags | F_LOST) & ~(uint32_t)F_LOST_PENDING;
+    tw_reactor *r = s->base.reactor;
+    tw_reactor_remove_reader(r, &s->io);
+    tw_reactor_remove_writer(r, &s->io);
+    tw_reactor_remove_handle(r, &s->handle);
+    tw_failure *reason = make_reason(s, code);
+    if (code == TW_ECONNDONE)
+        discard_input(s);
+    close(s->io.fd);
+    s->io.fd = -1;
+    /* Release callbacks that write now get TW_ENOTCONN. */
+    tw_wqueue_clear(&s->queue);
+    drop_batches(s);
+
+    struct stream_extra *x = X(s);
+    if (x && x->producer) {
+        tw_producer *prod = x->producer;
+        x->producer = NULL;
+        if (prod->ops->stop_producing)
+            prod->ops->stop_producing(prod);
+    }
+    tw_protocol *p = s->base.protocol;
+    if (p)
+        tw_protocol_connection_lost(p, reason);
+    if (x && x->lost_hook) {
+        void (*fn)(void *, tw_failure *) = x->lost_hook;
+        x->lost_hook = NULL;
+        fn(x->lost_arg, reason);
+    }
+    tw_failure_unref(reason);
+    s->base.protocol = NULL;
+    tw_protocol_release(p);
+    tw_transport_unref(&s->base); /* the connection's own reference */
+    tw_transport_unref(&s->base);
+}
+
+static void deliver_later(void *arg)
+{
+    struct tw__stream *s = arg;
+    finish(s, s->reason);
+    tw_transport_unref(&s->base);
+}
+
+/* Decides the loss from inside a call that must not deliver it, and makes
+ * the reactor deliver it on its next iteration (see the top of the file). */
+static void schedule_loss(struct tw__stream *s, int code)
+{
+    if (s->flags & (F_LOST | F_LOST_PENDING))
+        return;
+    s->flags |= F_LOST_PENDING;
+    s->reason = code;
+    /* Set before: a release callback run by the clear that writes is refused. */
+    if (code != TW_ECONNDONE) {
+        tw_wqueue_clear(&s->queue);
+        drop_batches(s);
+    }
+    shutdown(s->io.fd, SHUT_RDWR);
+    int rc = update_interest(s);
+    if (rc == 0)
+        return;
+    tw_transport_ref(&s->base);
+    rc = tw_call_later(tw_reactor_clock(s->base.reactor), 0, deliver_later, s, NULL);
+    if (rc < 0) {
+        tw_transport_unref(&s->base);
+        tw_log_error(LOG_NS,
+                     "%s connection: cannot schedule the delivery of its loss (%s); it is "
+                     "delivered when the reactor shuts down",
+                     s->base.ops->name, tw_strerror(rc));
+    }
+}
+
+/* ---- Writing */
+
+static ssize_t sys_send(int fd, const void *data, size_t len)
+{
+    for (;;) {
+        ssize_t n = send(fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+    }
+}
+
+/* Cuts iov[0..*cnt) to its first `limit` bytes. */
+static size_t iov_limit(struct iovec *iov, int *cnt, size_t limit)
+{
+    size_t total = 0;
+    for (int i = 0; i < *cnt; i++) {
+        if (iov[i].iov_len >= limit - total) {
+            iov[i].iov_len = limit - total;
+            *cnt = i + 1;
+            return limit;
+        }
+        total += iov[i].iov_len;
+    }
+    return total;
+}
+
+/* One sendmsg of iov[0..cnt), with the first pending descriptors when they
+ * ride on its first byte, and never past the byte the next ones ride on.
+ * Returns the bytes taken (0: the kernel is full) or -errno. Adjusts the
+ * batches; the caller consumes the queue. */
+static ssize_t send_iov(struct tw__stream *s, struct iovec *iov, int cnt, size_t *offered)
+{
+    struct stream_extra *x = X(s);
+    struct fd_batch *b = x ? x->batches : NULL;
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+    } cbuf;
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+    size_t total = iov_limit(iov, &cnt, SIZE_MAX);
+    bool with_fds = false;
+    if (b) {
+        if (b->at > 0) {
+            total = iov_limit(iov, &cnt, b->at);
+        } else {
+            with_fds = true;
+            if (b->next)
+                total = iov_limit(iov, &cnt, b->next->at);
+            size_t fl = sizeof(int) * b->n;
+            memset(cbuf.buf, 0, sizeof cbuf.buf);
+            msg.msg_control = cbuf.buf;
+            msg.msg_controllen = CMSG_SPACE(fl);
+            struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(fl);
+            memcpy(CMSG_DATA(c), b->fds, fl);
+        }
+        msg.msg_iovlen = (size_t)cnt;
+    }
+    *offered = total;
+    ssize_t n;
+    do {
+        n = sendmsg(s->io.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+    if (n > 0 && x) {
+        if (with_fds) {
+            /* The kernel holds its own references now. */
+            x->batches = b->next;
+            for (size_t i = 0; i < b->n; i++)
+                close(b->fds[i]);
+            tw_free(b);
+        }
+        for (struct fd_batch *o = x->batches; o; o = o->next)
+            o->at -= (size_t)n;
+    }
+    return n;
+}
+
+/* Sends what is queued until the kernel is full, the queue empty, or the
+ * per-wakeup bound reached. Returns 0 or -errno. */
+static int write_out(struct tw__stream *s)
+{
+    for (int round = 0; round < WRITES_PER_WAKEUP; round++) {
+        if (tw_wqueue_is_empty(&s->queue) || (s->flags & (F_LOST | F_LOST_PENDING)))
+            return 0;
+        struct iovec iov[IOV_MAX];
+        int cnt = tw_wqueue_fill_iov(&s->queue, iov, IOV_MAX);
+        size_t offered;
+        ssize_t n = send_iov(s, iov, cnt, &offered);
+        if (n < 0)
+            return (int)n;
+        if (n > 0)
+            tw_wqueue_consume(&s->queue, (size_t)n); /* may run release callbacks */
+        if ((size_t)n < offered)
+            return 0;
+    }
+    return 0;
+}
+
+static size_t high_mark(const struct tw__stream *s)
+{
+    return X(s) ? X(s)->high : TW_TRANSPORT_HIGH_WATER;
+}
+
+static size_t low_mark(const struct tw__stream *s)
+{
+    return X(s) ? X(s)->low : TW_TRANSPORT_LOW_WATER;
+}
+
+/* After the queue shrank, in the reactor: finish a close or half-close
+ * waiting for it, ask producers for more, and drop writer interest. */
+static void after_drain(struct tw__stream *s)
+{
+    if (s->flags & (F_LOST | F_LOST_PENDING))
+        return;
+    bool empty = tw_wqueue_is_empty(&s->queue);
+    if (empty && (s->flags & F_DISCONNECTING)) {
+        finish(s, TW_ECONNDONE);
+        return;
+    }
+    if (empty && (s->flags & F_WRITE_SHUTTING)) {
+        s->flags = (s->flags | F_WRITE_CLOSED) & ~(uint32_t)F_WRITE_SHUTTING;
+        drop_batches(s); /* descriptors with no byte left to ride on */
+        int rc = shutdown(s->io.fd, SHUT_WR) < 0 ? -errno : 0;
+        if (rc < 0) {
+            finish(s, rc);
+            return;
+        }
+        update_interest(s);
+        tw_protocol *p = s->base.protocol;
+        if (p->ops && p->ops->write_connection_lost)
+            p->ops->write_connection_lost(p);
+        if (!(s->flags & (F_LOST | F_LOST_PENDING)) && (s->flags & F_READ_CLOSED))
+            finish(s, TW_ECONNDONE);
+        return;
+    }
+    struct stream_extra *x = X(s);
+    if (x && x->producer && !(s->flags & F_NO_WRITE) && tw_wqueue_size(&s->queue) <= low_mark(s)) {
+        tw_producer *prod = x->producer;
+        if (!x->streaming) {
+            prod->ops->resume_producing(prod);
+        } else if (x->producer_paused) {
+            x->producer_paused = false;
+            prod->ops->resume_producing(prod);
+        }
+        if (s->flags & (F_LOST | F_LOST_PENDING))
+            return;
+    }
+    int rc = update_interest(s);
+    if (rc < 0)
+        finish(s, rc);
+}
+
+/* Whether a write may go to the kernel before the queue: not when something
+ * is queued (order), descriptors wait for a byte, or a pull producer is
+ * registered (its writes must queue, so that the drain asks it for more). */
+static bool direct_ok(const struct tw__stream *s)
+{
+    if (!tw_wqueue_is_empty(&s->queue))
+        return false;
+    const struct stream_extra *x = X(s);
+    return !x || (!x->batches && !(x->producer && !x->streaming));
+}
+
+/* Something was queued: watch for writability, and pause a streaming
+ * producer above the high-water mark. */
+static int queued(struct tw__stream *s)
+{
+    int rc = update_interest(s);
+    if (rc < 0) {
+        schedule_loss(s, rc);
+        return 0; /* accepted; the loss says why it went nowhere */
+    }
+    struct stream_extra *x = X(s);
+    if (x && x->producer && x->streaming && !x->producer_paused &&
+        tw_wqueue_size(&s->queue) > high_mark(s)) {
+        x->producer_paused = true;
+        x->producer->ops->pause_producing(x->producer);
+    }
+    return 0;
+}
+
+/* Queuing failed (out of memory). Nothing sent: a clean error. Part of it
+ * sent already: the byte stream has a hole, so the connection is lost. */
+static int queue_failed(struct tw__stream *s, size_t sent, int rc)
+{
+    if (sent > 0)
+        schedule_loss(s, rc);
+    return rc;
+}
+
+static int stream_write(tw_transport *t, const void *data, size_t len)
+{
+    struct tw__stream *s = S(t);
+    if (s->flags & F_NO_WRITE)
+        return TW_ENOTCONN;
+    if (len == 0)
+        return 0;
+    size_t done = 0;
+    if (direct_ok(s)) {
+        ssize_t n = sys_send(s->io.fd, data, len);
+        if (n < 0) {
+            schedule_loss(s, (int)n);
+            return 0;
+        }
+        if ((size_t)n == len)
+            return 0;
+        done = (size_t)n;
+    }
+    int rc = tw_wqueue_append(&s->queue, (const char *)data + done, len - done);
+    if (rc < 0)
+        return queue_failed(s, done, rc);
+    return queued(s);
+}
+
+static int stream_write_iov(tw_transport *t, const struct iovec *iov, int iovcnt)
+{
+    struct tw__stream *s = S(t);
+    if (s->flags & F_NO_WRITE)
+        return TW_ENOTCONN;
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    if (total == 0)
+        return 0;
+    size_t done = 0;
+    if (direct_ok(s) && iovcnt <= IOV_MAX) {
+        struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
+        ssize_t n;
+        do {
+            n = sendmsg(s->io.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            schedule_loss(s, -errno);
+            return 0;
+        }
+        if (n > 0)
+            done = (size_t)n;
+        if (done == total)
+            return 0;
+    }
+    size_t skip = done, put = done;
+    for (int i = 0; i < iovcnt; i++) {
+        size_t l = iov[i].iov_len;
+        if (skip >= l) {
+            skip -= l;
+            continue;
+        }
+        int rc = tw_wqueue_append(&s->queue, (const char *)iov[i].iov_base + skip, l - skip);
+        if (rc < 0)
+            return queue_failed(s, put, rc);
+        put += l - skip;
+        skip = 0;
+    }
+    return queued(s);
+}
+
+static int stream_write_zerocopy(tw_transport *t, const void *data, size_t len,
+                                 tw_release_fn release, void *arg)
+{
+    struct tw__stream *s = S(t);
+    if (s->flags & F_NO_WRITE)
+        return TW_ENOTCONN;
+    size_t done = 0;
+    if (len > 0 && direct_ok(s)) {
+        ssize_t n = sys_send(s->io.fd, data, len);
+        if (n < 0)
+            schedule_loss(s, (int)n);
+        if (n < 0 || (size_t)n == len) {
+            if (release)
+                release(arg);
+            return 0;
+        }
+        done = (size_t)n;
+    }
+    int rc =
+        tw_wqueue_append_zerocopy(&s->queue, (const char *)data + done, len - done, release, arg);
+    if (rc < 0)
+        return queue_failed(s, done, rc);
+    return len > 0 ? queued(s) : 0;
+}
+
+/* ---- Reading */
+
+/* recvmsg for Unix sockets: descriptors that came with the bytes go to the
+ * protocol (or are closed) before the bytes do. */
+static ssize_t recv_unix(struct tw__stream *s)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+    } cbuf;
+    struct iovec iov = {.iov_base = read_buf, .iov_len = TW_NET_READ_SIZE};
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf, .msg_controllen = sizeof cbuf};
+    ssize_t n = recvmsg(s->io.fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    if (n < 0)
+        return -errno;
+    if (msg.msg_flags & MSG_CTRUNC)
+        tw_log_warn(LOG_NS, "unix connection: descriptors received were cut short by the kernel");
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+            tw_protocol *p = s->base.protocol;
+            if (!(s->flags & F_CLOSING) && p->ops && p->ops->fd_received)
+                p->ops->fd_received(p, fd);
+            else
+                close(fd);
+        }
+    }
+    return n;
+}
+
+static void on_eof(struct tw__stream *s)
+{
+    s->flags |= F_READ_CLOSED;
+    tw_protocol *p = s->base.protocol;
+    if (!(p->ops && p->ops->read_connection_lost)) {
+        /* Not half-closeable: what the kernel takes now still goes. */
+        write_out(s);
+        finish(s, TW_ECONNDONE);
+        return;
+    }
+    int rc = update_interest(s);
+    if (rc < 0) {
+        finish(s, rc);
+        return;
+    }
+    p->ops->read_connection_lost(p);
+    if (!(s->flags & (F_LOST | F_LOST_PENDING)) && (s->flags & F_WRITE_CLOSED))
+        finish(s, TW_ECONNDONE);
+}
+
+static void do_read(struct tw__stream *s)
+{
+    for (int i = 0; i < READS_PER_WAKEUP; i++) {
+        ssize_t n;
+        if (s->flags & F_UNIX) {
+            n = recv_unix(s);
+        } else {
+            n = recv(s->io.fd, read_buf, TW_NET_READ_SIZE, MSG_DONTWAIT);
+            if (n < 0)
+                n = -errno;
+        }
+        if (n == -EINTR)
+            continue;
+        if (n == -EAGAIN || n == -EWOULDBLOCK)
+            return;
+        if (n < 0) {
+            finish(s, (int)n);
+            return;
+        }
+        if (n == 0) {
+            on_eof(s);
+            return;
+        }
+        if (s->flags & F_CLOSING)
+            return; /* closed by fd_received: the bytes go nowhere */
+        tw_protocol_data_received(s->base.protocol, read_buf, (size_t)n);
+        if ((s->flags & (F_CLOSING | F_PAUSED | F_READ_CLOSED)) || n < TW_NET_READ_SIZE)
+            return;
+    }
+}
+
+static void on_io(tw_io *io, unsigned events)
+{
+    struct tw__stream *s = container_of(io, struct tw__stream, io);
+    if (s->flags & F_LOST_PENDING) {
+        finish(s, s->reason);
+        return;
+    }
+    tw_transport_ref(&s->base);
+    if (events & TW_IO_WRITE) {
+        int rc = write_out(s);
+        if (rc < 0)
+            finish(s, rc);
+        else
+            after_drain(s);
+    }
+    if ((events & TW_IO_READ) && want_read(s) && !(s->flags & F_CLOSING))
+        do_read(s);
+    tw_transport_unref(&s->base);
+}
+
+static void on_handle_close(tw_handle *h)
+{
+    struct tw__stream *s = container_of(h, struct tw__stream, handle);
+    finish(s, (s->flags & F_LOST_PENDING) ? s->reason : TW_ECONNLOST);
+}
+
+/* ---- Closing */
+
+static int stream_lose_connection(tw_transport *t)
+{
+    struct tw__stream *s = S(t);
+    if (s->flags & F_CLOSING)
+        return 0;
+    s->flags |= F_DISCONNECTING;
+    if (tw_wqueue_is_empty(&s->queue)) {
+        schedule_loss(s, TW_ECONNDONE);
+        return 0;
+    }
+    int rc = update_interest(s); /* reading off; writing on already */
+    if (rc < 0)
+        schedule_loss(s, rc);
+    return 0;
+}
+
+static int stream_abort_connection(tw_transport *t)
+{
+    struct tw__stream *s = S(t);
+    schedule_loss(s, TW_ECONNABORTED);
+    return 0;
+}
+
+static int stream_lose_write_connection(tw_transport *t)
+{
+    struct tw__stream *s = S(t);
+    if (s->flags & F_LOST)
+        return TW_ENOTCONN;
+    if (s->flags & (F_CLOSING | F_WRITE_SHUTTING | F_WRITE_CLOSED))
+        return 0;
+    s->flags |= F_WRITE_SHUTTING;
+    /* Writer interest even with nothing queued: the shutdown and
+     * write_connection_lost then come from the reactor. */
+    int rc = update_interest(s);
+    if (rc < 0)
+        schedule_loss(s, rc);
+    return 0;
+}
+
+/* ---- Addresses, options */
+
+static int stream_get_peer(const tw_transport *t, tw_address *out)
+{
+    const struct tw__stream *s = S(t);
+    if (s->flags & F_LOST)
+        return TW_ENOTCONN;
+    return peer_address(s, out);
+}
+
+static int stream_get_host(const tw_transport *t, tw_address *out)
+{
+    const struct tw__stream *s = S(t);
+    if (s->flags & F_LOST)
+        return TW_ENOTCONN;
+    memset(out, 0, sizeof *out);
+    out->len = sizeof out->u;
+    if (getsockname(s->io.fd, &out->u.sa, &out->len) < 0) {
+        out->len = 0;
+        return -errno;
+    }
+    return 0;
+}
+
+/* Nagle stays on unless asked (as in Twisted and libuv): small writes from
+ * a chatty protocol coalesce; latency-bound protocols set TW_OPT_TCP_NODELAY. */
+static int tcp_set_option(tw_transport *t, tw_transport_option option, int value)
+{
+    struct tw__stream *s = S(t);
+    if (s->flags & F_LOST)
+        return TW_ENOTCONN;
+    if (value != 0 && value != 1)
+        return TW_EINVAL;
+    int rc;
+    switch (option) {
+    case TW_OPT_TCP_NODELAY:
+        rc = setsockopt(s->io.fd, IPPROTO_TCP, TCP_NODELAY, &value, sizeof value);
+        break;
+    case TW_OPT_TCP_KEEPALIVE:
+        rc = setsockopt(s->io.fd, SOL_SOCKET, SO_KEEPALIVE, &value, sizeof value);
+        break;
+    default:
+        return TW_EINVAL;
+    }
+    return rc < 0 ? -errno : 0;
+}
+
+static int unix_send_fds(tw_transport *t, const int *fds, size_t n)
+{
+    struct tw__stream *s = S(t);
+    if (s->flags & F_NO_WRITE)
+        return TW_ENOTCONN;
+    struct stream_extra *x = extra_get(s);
+    if (!x)
+        return TW_ENOMEM;
+    size_t at = tw_wqueue_size(&s->queue);
+    struct fd_batch **tail = &x->batches, *last = NULL;
+    while (*tail) {
+        last = *tail;
+        tail = &(*tail)->next;
+    }
+    /* Two batches on one byte would need a message without data: merge. */
+    size_t have = (last && last->at == at) ? last->n : 0;
+    if (have + n > MAX_FDS)
+        return TW_EINVAL;
+    struct fd_batch *b = tw_malloc(sizeof *b + (have + n) * sizeof(int));
+    if (!b)
+        return TW_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        b->fds[have + i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
+        if (b->fds[have + i] < 0) {
+            int err = -errno;
+            while (i-- > 0)
+                close(b->fds[have + i]);
+            tw_free(b);
+            return err;
+        }
+    }
+    b->next = NULL;
+    b->at = at;
+    b->n = have + n;
+    if (have) {
+        memcpy(b->fds, last->fds, have * sizeof(int));
+        struct fd_batch **pp = &x->batches;
+        while (*pp != last)
+            pp = &(*pp)->next;
+        *pp = b;
+        tw_free(last);
+    } else {
+        *tail = b;
+    }
+    return 0;
+}
+
+/* ---- Flow control */
+
+static int stream_pause_producing(tw_transport *t)
+{
+    struct tw__stream *s = S(t);
+    if (s->flags & F_LOST)
+        return TW_ENOTCONN;
+    s->flags |= F_PAUSED;
+    update_interest(s); /* removing cannot fail */
+    return 0;
+}
+
+static int stream_resume_producing(tw_transport *t)
+{
+    struct tw__stream *s = S(t);
+    if (s->flags & F_LOST)
+        return TW_ENOTCONN;
+    s->flags &= ~(uint32_t)F_PAUSED;
+    int rc = update_interest(s);
+    if (rc < 0)
+        schedule_loss(s, rc);
+    return 0;
+}
+
+static int stream_register_producer(tw_transport *t, tw_producer *producer, bool streaming)
+{
+    struct tw__stream *s = S(t);
+    if (s->flags & F_NO_WRITE)
+        return TW_ENOTCONN;
+    if (X(s) && X(s)->producer)
+        return TW_EBUSY;
+    struct stream_extra *x = extra_get(s);
+    if (!x)
+        return TW_ENOMEM;
+    x->producer = producer;
+    x->streaming = streaming;
+    x->producer_paused = false;
+    tw_transport_ref(t);
+    if (!streaming) {
+        producer->ops->resume_producing(producer);
+    } else if (tw_wqueue_size(&s->queue) > x->high) {
+        x->producer_paused = true;
+        producer->ops->pause_producing(producer);
+    }
+    tw_transport_unref(t);
+    return 0;
+}
+
+static int stream_unregister_producer(tw_transport *t)
+{
+    struct tw__stream *s = S(t);
+    if (s->flags & F_LOST)
+        return TW_ENOTCONN;
+    if (X(s))
+        X(s)->producer = NULL;
+    return 0;
+}
+
+static size_t stream_write_buffer_size(const tw_transport *t)
+{
+    const struct tw__stream *s = S(t);
+    return (s->flags & F_LOST) ? 0 : tw_wqueue_size(&s->queue);
+}
+
+static int stream_set_write_buffer_limits(tw_transport *t, size_t high, size_t low)
+{
+    struct tw__stream *s = S(t);
+    if (s->flags & F_LOST)
+        return TW_ENOTCONN;
+    if (!X(s) && high == TW_TRANSPORT_HIGH_WATER && low == TW_TRANSPORT_LOW_WATER)
+        return 0;
+    struct stream_extra *x = extra_get(s);
+    if (!x)
+        return TW_ENOMEM;
+    x->high = high;
+    x->low = low;
+    return 0;
+}
+
+static void stream_destroy(tw_transport *t)
+{
+    struct tw__stream *s = S(t);
+    drop_batches(s);
+    tw_free(s->io.data);
+    tw_free(s);
+}
+
+static const tw_transport_ops tcp_ops = {
+    .name = "tcp",
+    .write = stream_write,
+    .write_iov = stream_write_iov,
+    .write_zerocopy = stream_write_zerocopy,
+    .lose_connection = stream_lose_connection,
+    .abort_connection = stream_abort_connection,
+    .lose_write_connection = stream_lose_write_connection,
+    .get_peer = stream_get_peer,
+    .get_host = stream_get_host,
+    .pause_producing = stream_pause_producing,
+    .resume_producing = stream_resume_producing,
+    .register_producer = stream_register_producer,
+    .unregister_producer = stream_unregister_producer,
+    .write_buffer_size = stream_write_buffer_size,
+    .set_write_buffer_limits = stream_set_write_buffer_limits,
+    .set_option = tcp_set_option,
+    .send_fds = NULL,
+    .destroy = stream_destroy,
+};
+
+static const tw_transport_ops unix_ops = {
+    .name = "unix",
+    .write = stream_write,
+    .write_iov = stream_write_iov,
+    .write_zerocopy = stream_write_zerocopy,
+    .lose_connection = stream_lose_connection,
+    .abort_connection = stream_abort_connection,
+    .lose_write_connection = stream_lose_write_connection,
+    .get_peer = stream_get_peer,
+    .get_host = stream_get_host,
+    .pause_producing = stream_pause_producing,
+    .resume_producing = stream_resume_producing,
+    .register_producer = stream_register_producer,
+    .unregister_producer = stream_unregister_producer,
+    .write_buffer_size = stream_write_buffer_size,
+    .set_write_buffer_limits = stream_set_write_buffer_limits,
+    .set_option = NULL,
+    .send_fds = unix_send_fds,
+    .destroy = stream_destroy,
+};
+
+static bool is_stream(const tw_transport *t)
+{
+    return t && (t->ops == &tcp_ops || t->ops == &unix_ops);
+}
+
+/* ---- Opening */
+
+int tw__stream_open(tw_reactor *r, int fd, tw_protocol *p, tw_transport **out)
+{
+    int rc = 0;
+    struct tw__stream *s = NULL;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+        rc = -errno;
+    else if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6 && ss.ss_family != AF_UNIX)
+        rc = TW_EINVAL;
+    int fl = rc == 0 ? fcntl(fd, F_GETFL) : 0;
+    if (rc == 0 &&
+        (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0))
+        rc = -errno;
+    if (rc == 0)
+        rc = read_buf_ensure();
+    if (rc == 0 && !(s = tw_calloc(1, sizeof *s)))
+        rc = TW_ENOMEM;
+    if (rc == 0) {
+        bool is_unix = ss.ss_family == AF_UNIX;
+        tw_transport_init(&s->base, is_unix ? &unix_ops : &tcp_ops, r);
+        tw_io_init(&s->io, fd, on_io, NULL);
+        tw_wqueue_init(&s->queue);
+        s->flags = is_unix ? F_UNIX : 0;
+        rc = tw_reactor_add_reader(r, &s->io);
+    }
+    if (rc < 0) {
+        close(fd);
+        tw_free(s);
+        tw_protocol_release(p);
+        return rc;
+    }
+    tw_reactor_add_handle(r, &s->handle, on_handle_close);
+    s->base.protocol = p;
+    if (out)
+        *out = &s->base;
+    tw_transport_ref(&s->base);
+    tw_protocol_make_connection(p, &s->base);
+    tw_transport_unref(&s->base);
+    return 0;
+}
+
+int tw__stream_set_lost_hook(tw_transport *t, void (*fn)(void *arg, tw_failure *reason), void *arg)
+{
+    if (!is_stream(t) || (S(t)->flags & F_LOST))
+        return TW_EINVAL;
+    struct stream_extra *x = extra_get(S(t));
+    if (!x)
+        return TW_ENOMEM;
+    x->lost_hook = fn;
+    x->lost_arg = arg;
+    return 0;
+}
+
+/* The default builder fails only for want of memory (given protocol ops). */
+static bool builds_by_default(const tw_factory *f)
+{
+    return (!f->ops || !f->ops->build_protocol) && f->protocol_ops;
+}
+
+int tw_connection_adopt(tw_reactor *r, int fd, tw_factory *factory, tw_protocol **out)
+{
+    if (!r || fd < 0 || !factory)
+        return TW_EINVAL;
+    int type;
+    socklen_t tl = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0)
+        return errno == ENOTSOCK ? TW_EINVAL : -errno;
+    if (type != SOCK_STREAM)
+        return TW_EINVAL;
+    tw_address peer;
+    memset(&peer, 0, sizeof peer);
+    peer.len = sizeof peer.u;
+    if (getpeername(fd, &peer.u.sa, &peer.len) < 0)
+        return errno == ENOTCONN ? TW_EINVAL : -errno;
+    int family = peer.u.sa.sa_family;
+    if (family != AF_INET && family != AF_INET6 && family != AF_UNIX)
+        return TW_EINVAL;
+    int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dup < 0)
+        return -errno;
+    tw_protocol *p = tw_factory_build_protocol(factory, &peer);
+    if (!p) {
+        close(dup);
+        return builds_by_default(factory) ? TW_ENOMEM : TW_ECONNABORTED;
+    }
+    int rc = tw__stream_open(r, dup, p, NULL);
+    if (rc < 0)
+        return rc;
+    if (out)
+        *out = p;
+    return 0;
+}
