@@ -35,7 +35,7 @@ typedef struct tw_listen_options {
      * a stale socket file left at PATH by a dead process (Twisted's wantPID).
      * With another live listener holding the lock, listen fails with
      * TW_EADDRINUSE. */
-    bool lockfile;
+    bool lockfile; /* ignored for abstract and unnamed Unix addresses */
 } tw_listen_options;
 
 /* Binds addr, listens, and accepts connections for factory: each accepted
@@ -51,14 +51,24 @@ typedef struct tw_listen_options {
  * listening; it sheds the connections it cannot take (accepts and closes
  * them at once, with a descriptor it keeps in reserve, so peers see a reset
  * instead of a hang), logs that once per shortage at the warning level, and
- * takes connections again as soon as descriptors are free. */
+ * takes connections again as soon as descriptors are free.
+ *
+ * The port is a reactor handle: the reactor's shutdown closes it (socket,
+ * path and lock file; the factory is stopped), but its memory stays the
+ * caller's until tw_listening_port_stop, which then only frees it. A port
+ * must be stopped before its reactor is freed, unless the shutdown closed
+ * it. When the reactor has net hooks (the memory reactor), they take this
+ * call. */
 int tw_listen_stream(tw_reactor *r, const tw_address *addr, const tw_listen_options *opts,
                      tw_factory *factory, tw_listening_port **out);
 
 /* adoptStreamPort: listens on fd, an already bound and listening stream
  * socket (systemd's sockets). The port works on a duplicate of fd; the
  * caller keeps fd and should close it. Returns as tw_listen_stream, TW_EINVAL
- * when fd is not a listening stream socket. */
+ * when fd is not a listening stream socket. The duplicate shares fd's open
+ * file description, so fd becomes non-blocking too. An adopted Unix socket's
+ * file is left in place at stop (whoever made it owns it). Never intercepted
+ * by net hooks: the descriptor is real whatever the reactor. */
 int tw_listen_adopt(tw_reactor *r, int fd, tw_factory *factory, tw_listening_port **out);
 
 /* Where the port listens (the real port when 0 was asked for). */
@@ -96,7 +106,12 @@ typedef enum tw_connector_state {
  * stopped after it ends. opts may be NULL. Returns 0 and *out, or TW_EINVAL /
  * TW_ENOMEM / -errno for an attempt that could not even start (no callback
  * runs then). Errors the kernel reports later (ECONNREFUSED...) arrive
- * through client_connection_failed, never from this call. */
+ * through client_connection_failed, never from this call; so do errors
+ * connect() gives at once (ECONNREFUSED on a Unix socket; EAGAIN when a Unix
+ * listener's backlog is full), from the reactor's next iteration. An attempt
+ * still connecting when the reactor shuts down fails with TW_ECONNLOST. If
+ * started_connecting freed the connector, this returns 0 with *out NULL.
+ * opts->timeout may be INFINITY (no timeout). */
 int tw_connect_stream(tw_reactor *r, const tw_address *addr, const tw_connect_options *opts,
                       tw_factory *factory, tw_connector **out);
 
@@ -116,8 +131,10 @@ const tw_address *tw_connector_get_destination(const tw_connector *c);
 /* The protocol of the current connection (CONNECTED), or NULL. */
 tw_protocol *tw_connector_protocol(const tw_connector *c);
 /* Frees the connector: an attempt in progress is abandoned without calling
- * the factory; a live connection is left alone (it runs to its end, and
- * client_connection_lost is then not called). Safe from inside the
+ * client_connection_failed; a live connection is left alone (it runs to its
+ * end, and client_connection_lost is then not called). The factory, if this
+ * connector's attempt started it, is still stopped (tw_factory_do_stop) once
+ * no attempt or connection of the connector is left. Safe from inside the
  * factory's callbacks about this connector. NULL is ignored. */
 void tw_connector_free(tw_connector *c);
 

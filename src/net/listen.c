@@ -124,7 +124,7 @@ static void port_close(struct stream_port *p)
         p->lock_fd = -1;
     }
     char buf[TW_ADDRESS_STRLEN];
-    tw_log_info(LOG_NS, "stopped listening on %s", tw_address_format(&p->host, buf, sizeof buf));
+    tw_log_debug(LOG_NS, "stopped listening on %s", tw_address_format(&p->host, buf, sizeof buf));
     tw_factory_do_stop(p->factory);
 }
 
@@ -311,7 +311,7 @@ static int port_start(tw_reactor *r, int fd, tw_factory *factory, struct stream_
     tw_reactor_add_handle(r, &p->handle, port_handle_close);
     reserve_ensure();
     char buf[TW_ADDRESS_STRLEN];
-    tw_log_info(LOG_NS, "listening on %s", tw_address_format(&p->host, buf, sizeof buf));
+    tw_log_debug(LOG_NS, "listening on %s", tw_address_format(&p->host, buf, sizeof buf));
     tw_factory_do_start(factory);
     *out = &p->base;
     return 0;
