@@ -89,7 +89,7 @@ double tw_rng_normal(tw_rng *rng, double mu, double sigma);
 #define TW_RECONNECT_JITTER        0.11962656472      /* molar Planck constant times c */
 
 typedef struct tw_reconnecting_factory {
-    tw_factory base; /* first: hand &rf->base to tw_connect_stream */
+    tw_factory base;                /* first: hand &rf->base to tw_connect_stream */
     const tw_factory_ops *user_ops; /* the user's hooks (see above); may be NULL */
 
     /* Settings: Twisted's attributes, with its defaults; change them any
@@ -104,9 +104,9 @@ typedef struct tw_reconnecting_factory {
     tw_rng rng;       /* the jitter's source: seed it for repeatable delays */
 
     /* State, read-only to users. */
-    double delay;           /* the last delay used (initial_delay before any) */
-    unsigned long retries;  /* retries since the last reset_delay */
-    bool continue_trying;   /* false after stop_trying, until reset_delay */
+    double delay;            /* the last delay used (initial_delay before any) */
+    unsigned long retries;   /* retries since the last reset_delay */
+    bool continue_trying;    /* false after stop_trying, until reset_delay */
     tw_connector *connector; /* the connector it retries (borrowed), or NULL */
 
     /* Private. */
@@ -225,8 +225,8 @@ int tw_client_service_new(tw_reactor *r, tw_endpoint *endpoint, tw_factory *fact
  * otherwise it stops it now, abruptly (the retry cancelled, the attempt
  * cancelled, the connection told to lose_connection and no longer watched,
  * pending when_connected deferreds failed with TW_ECANCELED, pending stop
- * deferreds fired), and the memory goes once nothing uses it (at the latest
- * on the reactor's next iteration after the last connection ended). Safe
+ * deferreds fired), and the memory goes once nothing uses it (when that
+ * connection has ended). Safe
  * from inside any callback of the service's deferreds. NULL is ignored. */
 void tw_client_service_free(tw_client_service *s);
 

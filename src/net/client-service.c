@@ -6,9 +6,10 @@
  * using a factory after the events the service reacts to (it stops the
  * factory once client_connection_failed or the connection's lost hook has
  * returned). So the memory may only go when the factory has been stopped as
- * often as started and no callback of ours is on the stack; free marks the
- * service and the last of those moments releases it, through a 0 s timer on
- * the reactor's clock when that moment is inside someone else's call. */
+ * often as started and no call of ours is on the stack; free marks the
+ * service and the last of those moments releases it. The factory's last
+ * stop is such a moment: tw_factory_do_stop touches nothing after calling
+ * stop_factory. */
 #include <math.h>
 #include <stddef.h>
 #include <unistd.h>
@@ -66,39 +67,21 @@ struct tw_client_service {
     unsigned busy;
     bool factory_running;
     bool freed;
-    tw_timer free_timer;
 };
 
 /* ---- Lifetime */
 
-static void release_now(tw_client_service *s)
-{
-    tw_timer_stop(&s->retry);
-    tw_timer_stop(&s->free_timer);
-    if (s->attempt)
-        tw_deferred_unref(s->attempt);
-    tw_free(s);
-}
-
-static void free_timer_fired(tw_timer *t)
-{
-    release_now(container_of(t, tw_client_service, free_timer));
-}
-
 /* After any moment that may be the last use: releases a freed service that
- * nothing uses any more. `now` false: we are inside someone else's call
- * that goes on using the factory after we return, so go on the next
- * iteration. */
-static void maybe_release(tw_client_service *s, bool now)
+ * nothing uses any more. A deferred's chain holds its own reference while
+ * it runs, so the attempt may be dropped from inside its callback. */
+static void maybe_release(tw_client_service *s)
 {
     if (!s->freed || s->busy > 0 || s->factory_running)
         return;
-    if (now) {
-        release_now(s);
-        return;
-    }
-    if (!tw_timer_active(&s->free_timer) && tw_timer_start(&s->free_timer, 0) < 0)
-        tw_log_error(LOG_NS, "cannot schedule the release of a client service: leaked");
+    tw_timer_stop(&s->retry);
+    if (s->attempt)
+        tw_deferred_unref(s->attempt);
+    tw_free(s);
 }
 
 static void enter(tw_client_service *s)
@@ -106,15 +89,11 @@ static void enter(tw_client_service *s)
     s->busy++;
 }
 
-/* Returns true when s is gone. */
-static bool leave(tw_client_service *s, bool now)
+/* s may be gone afterwards. */
+static void leave(tw_client_service *s)
 {
     s->busy--;
-    if (s->freed && s->busy == 0 && !s->factory_running) {
-        maybe_release(s, now);
-        return now;
-    }
-    return false;
+    maybe_release(s);
 }
 
 /* ---- Waiters */
@@ -302,8 +281,7 @@ static void f_stop(tw_factory *f)
     tw_client_service *s = svc_of(f);
     tw_factory_do_stop(s->user_factory);
     s->factory_running = false;
-    /* Inside tw_factory_do_stop: never release here. */
-    maybe_release(s, false);
+    maybe_release(s);
 }
 
 static const tw_factory_ops service_factory_ops = {
@@ -372,8 +350,7 @@ static tw_result attempt_done(tw_result result, void *arg)
         }
         tw_result_release(&result);
     }
-    /* Inside the endpoint's report: the connector goes on after us. */
-    leave(s, false);
+    leave(s);
     return tw_result_borrowed(NULL);
 }
 
@@ -417,7 +394,7 @@ static void retry_fired(tw_timer *t)
         return;
     enter(s);
     connect_attempt(s);
-    leave(s, true);
+    leave(s);
 }
 
 /* _clientDisconnected, from the wrapper's connection_lost. */
@@ -445,9 +422,9 @@ static void client_disconnected(tw_client_service *s, struct wrapper *w)
     default:
         break;
     }
-    /* Inside the transport's connection_lost: the connector goes on after
-     * us (it stops the factory). */
-    leave(s, false);
+    /* The connection still counts as a user of the factory until its
+     * connector stops it: a freed service goes then. */
+    leave(s);
 }
 
 /* ---- Public */
@@ -472,7 +449,6 @@ int tw_client_service_new(tw_reactor *r, tw_endpoint *endpoint, tw_factory *fact
     s->policy = tw_backoff_policy;
     s->policy_arg = &s->backoff;
     tw_timer_init(&s->retry, s->clock, retry_fired);
-    tw_timer_init(&s->free_timer, tw_reactor_clock(r), free_timer_fired);
     *out = s;
     return 0;
 }
@@ -529,7 +505,7 @@ int tw_client_service_start(tw_client_service *s)
     }
     if (rc < 0)
         s->running = false;
-    leave(s, true);
+    leave(s);
     return rc;
 }
 
@@ -588,7 +564,7 @@ tw_deferred *tw_client_service_stop(tw_client_service *s)
             d = tw_deferred_ref(w->d);
         do_stop(s);
     }
-    leave(s, true);
+    leave(s);
     return d;
 }
 
@@ -638,5 +614,5 @@ void tw_client_service_free(tw_client_service *s)
     }
     cancel_connect_waiters(s);
     finish_stopping(s);
-    leave(s, true);
+    leave(s);
 }
