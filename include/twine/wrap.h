@@ -21,9 +21,12 @@
  * The wrapper's transport is reference counted like any transport: the
  * wrapper holds its first reference until it is released; a wrapped protocol
  * that keeps a reference keeps the wrapper's memory (not the connection)
- * alive. Once the wrapper's connection is lost every call on its transport
- * returns TW_ENOTCONN (0 for write_buffer_size) without touching the real
- * transport, which may be gone by then.
+ * alive. During the wrapped protocol's connection_lost, calls still go to
+ * the real transport (get_peer works there, if the real transport allows it);
+ * once it returns, every call on the wrapper's transport returns TW_ENOTCONN
+ * (lose/abort return 0: closing a closed transport does nothing;
+ * write_buffer_size returns 0) without touching the real transport, which may
+ * be gone by then.
  *
  * ---- Delaying connection_made (the haproxy endpoint)
  * The default connection_made calls tw_wrapper_make_wrapped_connection at
