@@ -26,7 +26,7 @@ build: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
 run: build
-	./$(BUILD)/bin/reactor-demo
+	./$(BUILD)/bin/echo-server tcp:8000
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

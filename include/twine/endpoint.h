@@ -334,7 +334,9 @@ const tw_endpoint_spec *tw_endpoint_get_spec(const tw_endpoint *ep);
  * tw_listening_port * (net.h) once it listens — the result owns the port:
  * take it with tw_result_take, or the result's release stops listening — or
  * fails with why (TW_EADDRINUSE, TW_EACCES, ...; a failure whose message
- * names the address). factory must outlive the port. */
+ * names the address). factory must outlive the port. For the built-in types
+ * binding and listening happen now, so the deferred has fired when this
+ * returns (a caller may rely on it, as the examples do). */
 tw_deferred *tw_endpoint_listen(tw_endpoint *ep, tw_factory *factory);
 
 /* connect: a new deferred that fires with the connected tw_protocol *

@@ -82,11 +82,8 @@ static void take_addresses(struct hp_wrapper *h, const tw_proxy_header *hdr)
 static void refuse(struct hp_wrapper *h, const char *why)
 {
     char where[TW_ADDRESS_STRLEN];
-    tw_address peer;
-    if (tw_transport_get_peer(tw_wrapper_real(&h->w), &peer) < 0)
-        peer.len = 0;
-    tw_log_warn(NS, "bad PROXY header from %s: %s; closing",
-                tw_address_format(&peer, where, sizeof where), why);
+    tw_log_warn(NS, "bad PROXY header from %s: %s; closing", proxy_name(h, where, sizeof where),
+                why);
     tw_timer_stop(&h->deadline);
     tw_rbuf_clear(&h->head);
     tw_transport_abort_connection(tw_wrapper_real(&h->w));

@@ -103,16 +103,10 @@ static int shed(int lfd)
 
 /* ---- Closing */
 
-static void port_close(struct stream_port *p)
+/* A Unix file socket's path and lock file go when the port closes (or fails
+ * to open): the next listener must find neither. */
+static void remove_files(struct stream_port *p)
 {
-    if (p->closed)
-        return;
-    p->closed = true;
-    tw_reactor_remove_reader(p->r, &p->io);
-    tw_timer_stop(&p->retry);
-    tw_reactor_remove_handle(p->r, &p->handle);
-    close(p->io.fd);
-    p->io.fd = -1;
     if (p->owns_path)
         unlink(p->path);
     if (p->lock_fd >= 0) {
@@ -123,6 +117,19 @@ static void port_close(struct stream_port *p)
         close(p->lock_fd);
         p->lock_fd = -1;
     }
+}
+
+static void port_close(struct stream_port *p)
+{
+    if (p->closed)
+        return;
+    p->closed = true;
+    tw_reactor_remove_reader(p->r, &p->io);
+    tw_timer_stop(&p->retry);
+    tw_reactor_remove_handle(p->r, &p->handle);
+    close(p->io.fd);
+    p->io.fd = -1;
+    remove_files(p);
     char buf[TW_ADDRESS_STRLEN];
     tw_log_debug(LOG_NS, "stopped listening on %s", tw_address_format(&p->host, buf, sizeof buf));
     tw_factory_do_stop(p->factory);
@@ -392,14 +399,7 @@ fail_errno:
 fail:
     if (fd >= 0)
         close(fd);
-    if (p->owns_path)
-        unlink(p->path);
-    if (p->lock_fd >= 0) {
-        size_t n = strlen(p->path);
-        memcpy(p->path + n, LOCK_SUFFIX, sizeof LOCK_SUFFIX);
-        unlink(p->path);
-        close(p->lock_fd);
-    }
+    remove_files(p);
     tw_free(p);
     return rc;
 }

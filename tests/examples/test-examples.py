@@ -244,6 +244,35 @@ class LoggingServer(unittest.TestCase):
             self.assertEqual(open(path).read(),
                              "before\nfirst line\nline one\nline two\nsplit\n")
 
+    def test_endless_line_closes_that_connection_only(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "log.txt")
+            srv = Server("logging-server", "tcp:0:interface=127.0.0.1", path)
+            other = socket.create_connection(("127.0.0.1", srv.port))
+            other.sendall(b"kept\r\n")
+            hog = socket.create_connection(("127.0.0.1", srv.port))
+            hog.settimeout(TIMEOUT)
+            sent, closed = 0, False
+            try:  # a line with no end: the server closes once it passes the limit
+                while sent < (64 << 20):
+                    hog.sendall(b"z" * 65536)
+                    sent += 65536
+            except (ConnectionResetError, BrokenPipeError):
+                closed = True
+            if not closed:
+                closed = hog.recv(1) == b""
+            hog.close()
+            self.assertTrue(closed, "the server closed the connection sending an endless line")
+            self.assertLess(sent, 64 << 20)
+            other.sendall(b"still served\r\n")
+            other.close()
+            deadline = time.time() + TIMEOUT
+            while time.time() < deadline and "still served" not in open(path).read():
+                time.sleep(0.02)
+            status, out, err = srv.stop()
+            self.assertEqual(status, 0, err)
+            self.assertEqual(open(path).read(), "kept\nstill served\n")
+
 
 TWISTED_ECHO_CLIENT = '''
 import sys

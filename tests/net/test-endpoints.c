@@ -113,6 +113,20 @@ static void stop_port(tw_listening_port *port)
     tw_deferred_unref(tw_listening_port_stop(port));
 }
 
+static void spin(tw_reactor *r)
+{
+    spin(r);
+}
+
+/* Drops the client's connection and the server's port, and lets the server
+ * side notice, so the reactor is clean. */
+static void hang_up(tw_reactor *r, struct client *c, tw_listening_port *port)
+{
+    tw_transport_abort_connection(c->base.transport);
+    stop_port(port);
+    spin(r);
+}
+
 /* A listening socket whose accept queue is full: further connects hang in
  * SYN_SENT, which is how an unreachable host looks, without a network. */
 struct blackhole {
@@ -170,8 +184,7 @@ TW_REACTOR_TEST(endpoints, tcp_listen_and_connect_round_trip)
         tw_reactor_iterate(r, 0.01);
     cr_assert_eq(freed, 1);
     stop_port(port);
-    for (int i = 0; i < 20; i++)
-        tw_reactor_iterate(r, 0.01); /* the server side notices the close */
+    spin(r); /* the server side notices the close */
 }
 
 TW_REACTOR_TEST(endpoints, host_name_is_resolved_off_the_reactor_thread)
@@ -187,10 +200,7 @@ TW_REACTOR_TEST(endpoints, host_name_is_resolved_off_the_reactor_thread)
     struct client *c = res.value;
     tw_transport_write(c->base.transport, "by name", 7);
     spin_until_heard(r, c, "by name");
-    tw_transport_abort_connection(c->base.transport);
-    stop_port(port);
-    for (int i = 0; i < 20; i++)
-        tw_reactor_iterate(r, 0.01);
+    hang_up(r, c, port);
 }
 
 TW_REACTOR_TEST(endpoints, refused_connection_names_the_address)
@@ -286,8 +296,7 @@ TW_REACTOR_TEST(endpoints, unix_listen_and_connect)
     tw_transport_abort_connection(c->base.transport);
     stop_port(port);
     cr_assert_neq(access(path, F_OK), 0, "the socket file is removed when the port stops");
-    for (int i = 0; i < 20; i++)
-        tw_reactor_iterate(r, 0.01);
+    spin(r);
 }
 
 TW_REACTOR_TEST(endpoints, connect_protocol_hands_over_a_ready_protocol)
@@ -328,8 +337,7 @@ TW_REACTOR_TEST(endpoints, connect_protocol_hands_over_a_ready_protocol)
     tw_result_release(&res);
     cr_assert_eq(freed, 1);
     tw_endpoint_free(ep);
-    for (int i = 0; i < 20; i++)
-        tw_reactor_iterate(r, 0.01);
+    spin(r);
 }
 
 static tw_protocol *refuse(tw_factory *f, const tw_address *addr)
@@ -352,8 +360,7 @@ TW_REACTOR_TEST(endpoints, factory_refusing_fails_the_connect)
                  res.failure ? tw_failure_message(res.failure) : "no failure");
     tw_result_release(&res);
     stop_port(port);
-    for (int i = 0; i < 20; i++)
-        tw_reactor_iterate(r, 0.01);
+    spin(r);
 }
 
 TW_REACTOR_TEST(endpoints, listen_errors_name_the_address)
@@ -475,8 +482,7 @@ TW_REACTOR_TEST(endpoints, attempts_are_staggered_and_the_first_connection_wins)
     stop_port(port);
     blackhole_close(&b);
     tw__net_resolver.getaddrinfo = getaddrinfo;
-    for (int i = 0; i < 20; i++)
-        tw_reactor_iterate(r, 0.01);
+    spin(r);
 }
 
 TW_REACTOR_TEST(endpoints, a_failed_attempt_starts_the_next_at_once)
@@ -505,6 +511,5 @@ TW_REACTOR_TEST(endpoints, a_failed_attempt_starts_the_next_at_once)
     tw_transport_abort_connection(c->base.transport);
     stop_port(port);
     tw__net_resolver.getaddrinfo = getaddrinfo;
-    for (int i = 0; i < 20; i++)
-        tw_reactor_iterate(r, 0.01);
+    spin(r);
 }
