@@ -48,15 +48,21 @@ static void factory_unref(struct hp_factory *f)
         tw_free(f);
 }
 
+/* The proxy's own address (the connection's real peer), for logs. */
+static const char *proxy_name(struct hp_wrapper *h, char *buf, size_t size)
+{
+    tw_address peer;
+    if (tw_transport_get_peer(tw_wrapper_real(&h->w), &peer) < 0)
+        peer.len = 0;
+    return tw_address_format(&peer, buf, size);
+}
+
 static void header_late(tw_timer *t)
 {
     struct hp_wrapper *h = (struct hp_wrapper *)((char *)t - offsetof(struct hp_wrapper, deadline));
     char where[TW_ADDRESS_STRLEN];
-    tw_address peer;
-    if (tw_transport_get_peer(tw_wrapper_real(&h->w), &peer) < 0)
-        peer.len = 0;
     tw_log_warn(NS, "no PROXY header from %s within %g s: closing",
-                tw_address_format(&peer, where, sizeof where), TW_HAPROXY_HEADER_TIMEOUT);
+                proxy_name(h, where, sizeof where), TW_HAPROXY_HEADER_TIMEOUT);
     tw_transport_abort_connection(tw_wrapper_real(&h->w));
 }
 

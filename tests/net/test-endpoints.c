@@ -115,7 +115,8 @@ static void stop_port(tw_listening_port *port)
 
 static void spin(tw_reactor *r)
 {
-    spin(r);
+    for (int i = 0; i < 20; i++)
+        tw_reactor_iterate(r, 0.01);
 }
 
 /* Drops the client's connection and the server's port, and lets the server
