@@ -362,8 +362,9 @@ static bool family_ok(const tw_address *a)
         return a->len >= sizeof(struct sockaddr_in);
     case AF_INET6:
         return a->len >= sizeof(struct sockaddr_in6);
-    case AF_UNIX:
-        return a->len > offsetof(struct sockaddr_un, sun_path);
+    case AF_UNIX: /* the union is longer than a sockaddr_un: bound it by the latter */
+        return a->len > offsetof(struct sockaddr_un, sun_path) &&
+               a->len <= sizeof(struct sockaddr_un);
     default:
         return false;
     }

@@ -210,7 +210,20 @@ static int hp_init(tw_wrapping_factory *wf, tw_wrapper *w)
     return 0;
 }
 
-static const tw_wrapping_factory_hooks hp_factory_hooks = {.init = hp_init};
+/* The application's build_protocol may stop the port, dropping the port's
+ * reference to this factory: hold one across the build (hp_init has taken
+ * the new wrapper's own by the time it returns). */
+static tw_protocol *hp_build(tw_wrapping_factory *wf, const tw_address *addr)
+{
+    struct hp_factory *f = (struct hp_factory *)wf;
+    f->refs++;
+    tw_protocol *p = tw_wrapping_factory_build(wf, addr);
+    factory_unref(f);
+    return p;
+}
+
+static const tw_wrapping_factory_hooks hp_factory_hooks = {.build_protocol = hp_build,
+                                                           .init = hp_init};
 
 static int port_get_host(const tw_listening_port *base, tw_address *out)
 {

@@ -243,7 +243,8 @@ struct connect_op {
     tw_connector *attempts[MAX_ADDRESSES];
     size_t live_attempts;
     tw_connector *winner;
-    bool refused; /* the factory refused the connection */
+    unsigned orphans; /* connected attempts disconnected by a cancel, not yet lost */
+    bool refused;     /* the factory refused the connection */
     tw_failure *last_failure;
 
     tw_timer stagger; /* starts the next attempt */
@@ -262,17 +263,34 @@ static void op_unref(struct connect_op *op)
     tw_free(op);
 }
 
+/* Ends every attempt but the winner's. One that is connected already (the
+ * call was cancelled from inside its protocol's connection_made) is
+ * disconnected, not dropped: its protocol gets connection_lost, and the
+ * caller's factory is stopped only after that (op_connection_lost). */
 static void stop_attempts(struct connect_op *op)
 {
     tw_timer_stop(&op->stagger);
     tw_timer_stop(&op->deadline);
     for (size_t i = 0; i < op->naddrs; i++) {
         tw_connector *c = op->attempts[i];
-        if (c && c != op->winner) {
-            op->attempts[i] = NULL;
-            op->live_attempts--;
-            tw_connector_free(c);
+        if (!c || c == op->winner)
+            continue;
+        if (tw_connector_get_state(c) == TW_CONNECTOR_CONNECTED) {
+            op->orphans++;
+            tw_connector_disconnect(c);
+            continue;
         }
+        op->attempts[i] = NULL;
+        op->live_attempts--;
+        tw_connector_free(c);
+    }
+}
+
+static void stop_user_factory(struct connect_op *op)
+{
+    if (op->user_started && op->orphans == 0) {
+        op->user_started = false;
+        tw_factory_do_stop(op->user);
     }
 }
 
@@ -287,10 +305,8 @@ static void op_finish(struct connect_op *op, tw_result result)
     }
     op->d = NULL;
     stop_attempts(op);
-    if (tw_result_is_failure(result) && op->user_started) {
-        op->user_started = false;
-        tw_factory_do_stop(op->user);
-    }
+    if (tw_result_is_failure(result))
+        stop_user_factory(op);
     tw_deferred_callback(d, result);
     tw_deferred_unref(d);
     op_unref(op); /* the deferred's hold */
@@ -367,6 +383,8 @@ static void start_next_attempt(struct connect_op *op)
 static void connected(tw_connector *c, tw_protocol *p, void *arg)
 {
     struct connect_op *op = arg;
+    if (!op->d)
+        return; /* cancelled from inside connection_made: being disconnected */
     op->winner = c;
     op->refs++;
     op_finish(op, tw_result_ok(p, NULL));
@@ -426,13 +444,13 @@ static void op_connection_lost(tw_factory *f, tw_connector *c, tw_failure *reaso
 {
     struct connect_op *op = f->data;
     (void)reason;
-    if (c != op->winner)
+    if (c == op->winner)
+        op->winner = NULL;
+    else if (slot_of(op, c) < op->naddrs && op->orphans > 0)
+        op->orphans--;
+    else
         return;
-    op->winner = NULL;
-    if (op->user_started) {
-        op->user_started = false;
-        tw_factory_do_stop(op->user);
-    }
+    stop_user_factory(op);
     op_attempt_over(op, c);
 }
 

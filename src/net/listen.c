@@ -253,8 +253,11 @@ static int check_address(const tw_address *addr)
         return addr->len >= sizeof(struct sockaddr_in) ? 0 : TW_EINVAL;
     case AF_INET6:
         return addr->len >= sizeof(struct sockaddr_in6) ? 0 : TW_EINVAL;
-    case AF_UNIX:
-        return addr->len >= offsetof(struct sockaddr_un, sun_path) ? 0 : TW_EINVAL;
+    case AF_UNIX: /* the union is longer than a sockaddr_un: bound it by the latter */
+        return addr->len >= offsetof(struct sockaddr_un, sun_path) &&
+                       addr->len <= sizeof(struct sockaddr_un)
+                   ? 0
+                   : TW_EINVAL;
     default:
         return TW_EINVAL;
     }

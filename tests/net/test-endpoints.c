@@ -514,3 +514,76 @@ TW_REACTOR_TEST(endpoints, a_failed_attempt_starts_the_next_at_once)
     tw__net_resolver.getaddrinfo = getaddrinfo;
     spin(r);
 }
+
+TW_REACTOR_TEST(endpoints, unix_address_longer_than_sockaddr_un_is_refused)
+{
+    /* tw_address's union is longer than a sockaddr_un: a hand-made length
+     * that counts past it is a bad address, not a path to copy. */
+    tw_factory server;
+    tw_factory_init(&server, NULL, &echo_ops, sizeof(struct echo), NULL);
+    tw_address a;
+    memset(&a, 'b', sizeof a);
+    a.u.un.sun_family = AF_UNIX;
+    a.len = sizeof a.u;
+    tw_listening_port *port = NULL;
+    cr_assert_eq(tw_listen_stream(r, &a, NULL, &server, &port), TW_EINVAL);
+    cr_assert_null(port);
+    tw_connector *c = NULL;
+    cr_assert_eq(tw_connect_stream(r, &a, NULL, &server, &c), TW_EINVAL);
+    cr_assert_null(c);
+}
+
+/* ---- Cancelling the connect from inside connection_made */
+
+static tw_deferred *cancel_me;
+static int cancel_made, cancel_lost, cancel_factory_stops;
+
+static void cancel_on_made(tw_protocol *p)
+{
+    (void)p;
+    cancel_made++;
+    tw_deferred_cancel(cancel_me);
+}
+
+static void cancel_on_lost(tw_protocol *p, tw_failure *reason)
+{
+    (void)p, (void)reason;
+    cancel_lost++;
+    cr_assert_eq(cancel_factory_stops, 0, "the factory is stopped after its protocol is gone");
+}
+
+static void cancel_on_stop(tw_factory *f)
+{
+    (void)f;
+    cancel_factory_stops++;
+}
+
+TW_REACTOR_TEST(endpoints, cancel_from_connection_made_closes_that_connection)
+{
+    static const tw_protocol_ops ops = {.connection_made = cancel_on_made,
+                                        .connection_lost = cancel_on_lost};
+    static const tw_factory_ops fops = {.stop_factory = cancel_on_stop};
+    tw_factory server, client;
+    tw_factory_init(&server, NULL, &echo_ops, sizeof(struct echo), NULL);
+    tw_factory_init(&client, &fops, &ops, 0, NULL);
+    tw_listening_port *port = listen_on(r, "tcp:0:interface=127.0.0.1", &server);
+    char desc[64];
+    snprintf(desc, sizeof desc, "tcp:127.0.0.1:%u", port_of(port));
+    tw_endpoint *ep;
+    cr_assert_eq(tw_endpoint_client_from_string(r, desc, &ep, NULL), 0);
+    cancel_made = cancel_lost = cancel_factory_stops = 0;
+    cancel_me = tw_endpoint_connect(ep, &client);
+    tw_result res = twtest_wait(r, cancel_me);
+    cr_assert_eq(tw_failure_code(res.failure), TW_ECANCELED);
+    tw_result_release(&res);
+    tw_deferred_unref(cancel_me);
+    double end = tw_reactor_seconds(r) + 5;
+    while (cancel_factory_stops == 0 && tw_reactor_seconds(r) < end)
+        tw_reactor_iterate(r, 0.01);
+    cr_assert_eq(cancel_made, 1);
+    cr_assert_eq(cancel_lost, 1, "the connection made for a cancelled call is closed");
+    cr_assert_eq(cancel_factory_stops, 1);
+    tw_endpoint_free(ep);
+    stop_port(port);
+    spin(r);
+}

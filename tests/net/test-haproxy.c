@@ -245,3 +245,31 @@ TW_REACTOR_TEST(haproxy, connections_outlive_the_port)
     close(fd);
     spin_until(r, &s.lost, 1);
 }
+
+static tw_listening_port *stop_me;
+
+static tw_protocol *build_and_stop(tw_factory *f, const tw_address *addr)
+{
+    ((struct seen *)f->data)->built++;
+    tw_deferred_unref(tw_listening_port_stop(stop_me)); /* from inside the accept */
+    stop_me = NULL;
+    return tw_factory_build_default(f, addr);
+}
+
+TW_REACTOR_TEST(haproxy, port_stopped_from_build_protocol)
+{
+    static const tw_factory_ops ops = {.build_protocol = build_and_stop};
+    static const char msg[] = "PROXY TCP4 10.0.0.1 10.0.0.2 1 2\r\nx";
+    struct seen s = {0};
+    tw_factory f;
+    tw_factory_init(&f, &ops, &rec_ops, sizeof(struct recorder), &s);
+    unsigned port;
+    stop_me = listen_haproxy(r, &f, &port);
+    int fd = dial(port);
+    send(fd, msg, sizeof msg - 1, 0);
+    spin_until(r, &s.built, 1);
+    spin_until(r, &s.made, 1);
+    cr_assert_null(stop_me);
+    close(fd);
+    spin_until(r, &s.lost, 1);
+}
