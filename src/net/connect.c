@@ -49,6 +49,7 @@ struct stream_connector {
     /* The connection (CONNECTED). */
     tw_protocol *proto;
 
+    unsigned attempt; /* counts attempts started, to tell one from the next */
     unsigned busy;
     bool freed;
     bool factory_started;
@@ -137,13 +138,15 @@ static void connected(struct stream_connector *c)
     c->fd = -1;
 
     enter(c);
+    unsigned attempt = c->attempt;
     tw_protocol *p = tw_factory_build_protocol(c->factory, &c->dest);
-    if (!p || c->freed || c->state != TW_CONNECTOR_CONNECTING) {
-        /* Refused, or the builder freed or stopped the connector. */
+    if (!p || c->freed || c->state != TW_CONNECTOR_CONNECTING || c->attempt != attempt) {
+        /* Refused, or the builder freed or stopped the connector (and maybe
+         * started another attempt, which goes on: this one is over). */
         close(fd);
         if (p)
             tw_protocol_release(p);
-        if (c->state == TW_CONNECTOR_CONNECTING)
+        if (c->state == TW_CONNECTOR_CONNECTING && c->attempt == attempt)
             attempt_failed(c, TW_ECONNABORTED);
         leave(c);
         return;
@@ -259,6 +262,7 @@ static int attempt_open(struct stream_connector *c)
     c->pending = pending;
     tw_reactor_add_handle(c->r, &c->handle, handle_closed);
     c->state = TW_CONNECTOR_CONNECTING;
+    c->attempt++;
     return 0;
 }
 

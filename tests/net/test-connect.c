@@ -625,3 +625,59 @@ TW_REACTOR_TEST(connect, allocation_failure_while_connecting)
     cr_assert(succeeded);
     server_stop(r, &s);
 }
+
+/* build_protocol stops the connector and starts another attempt: the first
+ * attempt is over (its socket closed, the factory told it was cancelled),
+ * and the second one connects on its own, once. */
+static tw_connector *restart_me;
+static bool restarted;
+
+static tw_protocol *build_restarting(tw_factory *base, const tw_address *addr)
+{
+    if (!restarted) {
+        restarted = true;
+        cr_assert_eq(tw_connector_stop_connecting(restart_me), 0);
+        cr_assert_eq(tw_connector_connect(restart_me), 0);
+    }
+    return nt_build(base, addr);
+}
+
+TW_REACTOR_TEST(connect, reconnect_from_build_protocol_keeps_attempts_apart)
+{
+    struct nt_factory server, client;
+    nt_factory_init(&server, &nt_echo_ops);
+    static const tw_factory_ops restarting = {.build_protocol = build_restarting,
+                                              .start_factory = nt_start,
+                                              .stop_factory = nt_stop,
+                                              .started_connecting = nt_started,
+                                              .client_connection_failed = nt_failed,
+                                              .client_connection_lost = nt_client_lost};
+    nt_factory_init(&client, &restarting);
+    tw_address la = nt_ip("127.0.0.1", 0);
+    tw_listening_port *port;
+    cr_assert_eq(tw_listen_stream(r, &la, NULL, &server.base, &port), 0);
+    tw_address host;
+    tw_listening_port_get_host(port, &host);
+    restarted = false;
+    int fds = nt_count_fds();
+    cr_assert_eq(tw_connect_stream(r, &host, NULL, &client.base, &restart_me), 0);
+    cr_assert(nt_run_until(r, &client.n.made, 1, 5));
+    nt_spin(r, 0.1);
+    cr_assert_eq(client.n.failed, 1);
+    cr_assert_eq(client.n.failed_code, TW_ECANCELED);
+    cr_assert_eq(client.n.made, 1, "one connection, from the second attempt");
+    cr_assert_eq(client.n.built, 2);
+    cr_assert_eq(client.n.freed, 1, "the protocol built for the first attempt was released");
+    cr_assert_eq(tw_connector_get_state(restart_me), TW_CONNECTOR_CONNECTED);
+    tw_reactor_state st;
+    tw_reactor_get_state(r, &st);
+    cr_assert_eq(st.writers, 0, "no attempt is left waiting for its connect");
+    cr_assert_eq(st.handles, 3, "the port, and one connection on each side");
+    tw_connector_disconnect(restart_me);
+    cr_assert(nt_run_until(r, &client.n.client_lost, 1, 5));
+    tw_connector_free(restart_me);
+    nt_spin(r, 0.1);
+    cr_assert_eq(nt_count_fds(), fds, "every socket of both attempts is closed");
+    nt_stop_port(port);
+    nt_spin(r, 0.1);
+}
