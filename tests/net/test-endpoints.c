@@ -587,3 +587,22 @@ TW_REACTOR_TEST(endpoints, cancel_from_connection_made_closes_that_connection)
     stop_port(port);
     spin(r);
 }
+
+TW_REACTOR_TEST(endpoints, bind_address_is_the_client_s_local_address)
+{
+    tw_factory server, client;
+    tw_factory_init(&server, NULL, &echo_ops, sizeof(struct echo), NULL);
+    tw_factory_init(&client, NULL, &client_ops, sizeof(struct client), NULL);
+    tw_listening_port *port = listen_on(r, "tcp:0", &server);
+    char desc[96];
+    snprintf(desc, sizeof desc, "tcp:127.0.0.1:%u:bindAddress=127.0.0.2:timeout=5", port_of(port));
+    tw_result res = connect_to(r, desc, &client);
+    cr_assert_null(res.failure, "%s", res.failure ? tw_failure_message(res.failure) : "");
+    struct client *c = res.value;
+    tw_address host;
+    cr_assert_eq(tw_transport_get_host(c->base.transport, &host), 0);
+    char got[TW_ADDRESS_STRLEN];
+    tw_address_format(&host, got, sizeof got);
+    cr_assert(strncmp(got, "127.0.0.2:", 10) == 0, "bound to %s", got);
+    hang_up(r, c, port);
+}
