@@ -21,6 +21,8 @@
 #include <twine/testing.h>
 #include <twine/twine.h>
 
+#include "fuzz.h"
+
 static void check(int ok, const char *what)
 {
     if (!ok) {
@@ -136,7 +138,6 @@ static size_t length(struct input *in)
     }
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (source[1] == 0)

@@ -21,18 +21,12 @@
 #include <twine/clock.h>
 #include <twine/error.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz.h"
 
 #define MAX_CALLS     512
 #define TIMERS        8
 #define FAR_NS        ((uint64_t)INT64_MAX)
 #define ACTION_BUDGET 2000
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            __builtin_trap();                                                                      \
-    } while (0)
 
 enum state { PENDING, CALLED, CANCELLED };
 

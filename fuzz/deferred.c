@@ -28,6 +28,8 @@
 #include <twine/testing.h>
 #include <twine/twine.h>
 
+#include "fuzz.h"
+
 #define SLOTS 6
 
 static void check(int ok, const char *what)
@@ -284,7 +286,6 @@ static void settle(void)
     }
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct input in = {data, size, 0};

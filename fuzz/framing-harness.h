@@ -27,13 +27,7 @@
 #include <twine/framing.h>
 #include <twine/testing.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            __builtin_trap();                                                                      \
-    } while (0)
+#include "fuzz.h"
 
 typedef struct frames {
     char *bytes;

@@ -19,13 +19,7 @@
 #include <twine/error.h>
 #include <twine/proxy.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            __builtin_trap();                                                                      \
-    } while (0)
+#include "fuzz.h"
 
 static bool printable_line(const char *m)
 {
