@@ -61,7 +61,9 @@
     X(ECONNLOST, -4111, "connection to the other side was lost in a non-clean fashion")            \
     X(EDNSLOOKUP, -4112, "the name could not be resolved")                                         \
     X(EPROTOCOL, -4113, "the peer broke the protocol")                                             \
-    X(ELIMIT, -4114, "a limit was reached")
+    X(ELIMIT, -4114, "a limit was reached")                                                        \
+    X(ETLS, -4115, "TLS failure")                                                                  \
+    X(ETLSVERIFY, -4116, "the peer's certificate could not be verified")
 
 enum {
 #define TW__ERR_ENUM(name, value, text) TW_##name = (value),

@@ -61,6 +61,11 @@ typedef struct tw_protocol_ops {
      * the bytes delivered next (or already delivered); the protocol owns it.
      * NULL: received descriptors are closed. */
     void (*fd_received)(tw_protocol *p, int fd);
+    /* IHandshakeListener (TLS, tls.h): the TLS handshake of the connection
+     * under this protocol has completed; what it negotiated can be read now.
+     * Called once, before any data_received of the encrypted stream. May be
+     * NULL. */
+    void (*handshake_completed)(tw_protocol *p);
     /* The destructor: releases what the protocol owns, once, after
      * connection_lost returned (or instead of it, for a protocol whose
      * connection never got made). For a protocol the default builder made,
