@@ -637,3 +637,9 @@ done:
     ERR_clear_error();
     return rc;
 }
+
+bool tw__tls_session_reused(const tw_transport *t)
+{
+    tls_conn *c = done_of(t);
+    return c && SSL_session_reused(c->ssl);
+}
