@@ -1,0 +1,248 @@
+/* The ssl: (server) and tls: (client) endpoint descriptions: parsing, typed
+ * fields, defaults, errors, formatting back, allocation failure. */
+#include "twtest.h"
+#include <twine/endpoint.h>
+
+#include <string.h>
+
+#define S TW_ENDPOINT_SERVER
+#define C TW_ENDPOINT_CLIENT
+
+static tw_endpoint_spec *parse_ok(tw_endpoint_role role, const char *s)
+{
+    tw_endpoint_spec *spec = NULL;
+    tw_failure *f = NULL;
+    int rc = tw_endpoint_parse(role, s, &spec, &f);
+    cr_assert_eq(rc, 0, "parsing \"%s\" failed: %s", s, f ? tw_failure_message(f) : "?");
+    cr_assert_null(f);
+    return spec;
+}
+
+static void parse_bad(tw_endpoint_role role, const char *s, const char *needle)
+{
+    tw_endpoint_spec *spec = (void *)1;
+    tw_failure *f = NULL;
+    int rc = tw_endpoint_parse(role, s, &spec, &f);
+    cr_assert_eq(rc, TW_EINVAL, "\"%s\": rc %d (%s)", s, rc, f ? tw_failure_message(f) : "");
+    cr_assert_null(spec);
+    cr_assert_not_null(f);
+    cr_assert(strstr(tw_failure_message(f), needle), "\"%s\": message \"%s\" lacks \"%s\"", s,
+              tw_failure_message(f), needle);
+    tw_failure_unref(f);
+}
+
+/* Formats spec, parses that again and checks both are equal. */
+static void round_trip(const tw_endpoint_spec *spec, const char *want)
+{
+    size_t len;
+    char *s = tw_endpoint_format(spec, &len);
+    cr_assert_not_null(s);
+    if (want)
+        cr_assert_str_eq(s, want);
+    tw_endpoint_spec *again = parse_ok(spec->role, s);
+    cr_assert(tw_endpoint_spec_equal(spec, again), "\"%s\" did not parse back equal", s);
+    tw_endpoint_spec_free(again);
+    tw_free(s);
+}
+
+/* ---- ssl: servers */
+
+TW_TEST(endpoint_ssl, minimal_form_defaults_cert_to_the_key)
+{
+    tw_endpoint_spec *spec = parse_ok(S, "ssl:443:privateKey=server.pem");
+    cr_assert_eq(spec->kind, TW_ENDPOINT_SSL);
+    cr_assert_str_eq(spec->type, "ssl");
+    const tw_endpoint_ssl_server *s = tw_endpoint_spec_ssl_server(spec);
+    cr_assert_not_null(s);
+    cr_assert_eq(s->tcp.port, 443);
+    cr_assert_str_eq(s->tcp.interface, "");
+    cr_assert_eq(s->tcp.backlog, 50);
+    cr_assert_str_eq(s->private_key, "server.pem");
+    cr_assert_str_eq(s->cert_key, "server.pem");
+    cr_assert_null(s->extra_cert_chain);
+    /* Not a tcp server, nor a client of any kind. */
+    cr_assert_null(tw_endpoint_spec_tcp_server(spec));
+    cr_assert_null(tw_endpoint_spec_tls_client(spec));
+    round_trip(spec, "ssl:443:privateKey=server.pem");
+    tw_endpoint_spec_free(spec);
+}
+
+TW_TEST(endpoint_ssl, every_option)
+{
+    tw_endpoint_spec *spec =
+        parse_ok(S, "SSL:0:privateKey=/k/key.pem:certKey=cert.pem:extraCertChain=chain\\:1.pem:"
+                    "interface=127.0.0.1:backlog=7");
+    const tw_endpoint_ssl_server *s = tw_endpoint_spec_ssl_server(spec);
+    cr_assert_eq(s->tcp.port, 0);
+    cr_assert_str_eq(s->tcp.interface, "127.0.0.1");
+    cr_assert_eq(s->tcp.backlog, 7);
+    cr_assert_str_eq(s->private_key, "/k/key.pem");
+    cr_assert_str_eq(s->cert_key, "cert.pem");
+    cr_assert_str_eq(s->extra_cert_chain, "chain:1.pem");
+    round_trip(spec, "ssl:0:privateKey=/k/key.pem:certKey=cert.pem:extraCertChain=chain\\:1.pem:"
+                     "interface=127.0.0.1:backlog=7");
+    tw_endpoint_spec_free(spec);
+}
+
+TW_TEST(endpoint_ssl, positional_in_twisteds_order)
+{
+    /* port interface backlog privateKey certKey */
+    tw_endpoint_spec *spec = parse_ok(S, "ssl:8443:\\:\\:1:9:k.pem:c.pem");
+    const tw_endpoint_ssl_server *s = tw_endpoint_spec_ssl_server(spec);
+    cr_assert_eq(s->tcp.port, 8443);
+    cr_assert_str_eq(s->tcp.interface, "::1");
+    cr_assert_eq(s->tcp.backlog, 9);
+    cr_assert_str_eq(s->private_key, "k.pem");
+    cr_assert_str_eq(s->cert_key, "c.pem");
+    round_trip(spec, NULL);
+    tw_endpoint_spec_free(spec);
+}
+
+TW_TEST(endpoint_ssl, bad_descriptions)
+{
+    parse_bad(S, "ssl:443", "ssl: missing privateKey");
+    parse_bad(S, "ssl:privateKey=k.pem", "ssl: missing port");
+    parse_bad(S, "ssl:70000:privateKey=k.pem", "ssl: port 70000 out of range");
+    parse_bad(S, "ssl:443:privateKey=", "ssl: empty privateKey file name");
+    parse_bad(S, "ssl:443:privateKey=k.pem:certKey=", "ssl: empty certKey file name");
+    parse_bad(S, "ssl:443:privateKey=k.pem:extraCertChain=", "empty extraCertChain");
+    parse_bad(S, "ssl:443:privateKey=k.pem:sslmethod=TLSv1_2_METHOD",
+              "ssl: option 'sslmethod' is not supported");
+    parse_bad(S, "ssl:443:privateKey=k.pem:dhParameters=dh.pem",
+              "ssl: option 'dhParameters' is not supported");
+    parse_bad(S, "ssl:443:privateKey=k.pem:interface=localhost", "ssl: interface 'localhost'");
+    parse_bad(S, "ssl:443:privateKey=k.pem:backlog=-1", "ssl: backlog");
+    parse_bad(S, "ssl:443:privateKey=k.pem:trustRoots=ca.pem", "ssl: unknown option 'trustRoots'");
+    parse_bad(S, "ssl:443:privateKey=k.pem:privateKey=j.pem", "given twice");
+    parse_bad(S, "ssl:1:2:3:4:5:6:7:8:9", "too many positional arguments (at most 8)");
+    /* ssl is a server type only, tls a client one. */
+    parse_bad(C, "ssl:localhost:443", "ssl");
+    parse_bad(S, "tls:443", "tls");
+}
+
+TW_TEST(endpoint_ssl, under_haproxy)
+{
+    tw_endpoint_spec *spec = parse_ok(S, "haproxy:ssl:443:privateKey=k.pem");
+    cr_assert_eq(spec->kind, TW_ENDPOINT_HAPROXY);
+    cr_assert_not_null(spec->inner);
+    const tw_endpoint_ssl_server *s = tw_endpoint_spec_ssl_server(spec->inner);
+    cr_assert_not_null(s);
+    cr_assert_str_eq(s->private_key, "k.pem");
+    round_trip(spec, "haproxy:ssl:443:privateKey=k.pem");
+    tw_endpoint_spec_free(spec);
+    parse_bad(S, "haproxy:ssl:443", "haproxy: ssl: missing privateKey");
+}
+
+/* ---- tls: clients */
+
+TW_TEST(endpoint_tls, minimal_form)
+{
+    tw_endpoint_spec *spec = parse_ok(C, "tls:example.com:443");
+    cr_assert_eq(spec->kind, TW_ENDPOINT_TLS);
+    const tw_endpoint_tls_client *t = tw_endpoint_spec_tls_client(spec);
+    cr_assert_not_null(t);
+    cr_assert_str_eq(t->tcp.host, "example.com");
+    cr_assert_eq(t->tcp.port, 443);
+    cr_assert_eq(t->tcp.timeout, 30.0);
+    cr_assert_null(t->tcp.bind_address);
+    cr_assert_null(t->trust_roots);
+    cr_assert_null(t->certificate);
+    cr_assert_null(t->private_key);
+    cr_assert_null(tw_endpoint_spec_tcp_client(spec));
+    cr_assert_null(tw_endpoint_spec_ssl_server(spec));
+    round_trip(spec, "tls:example.com:443");
+    tw_endpoint_spec_free(spec);
+}
+
+TW_TEST(endpoint_tls, every_option)
+{
+    tw_endpoint_spec *spec =
+        parse_ok(C, "tls:host=localhost:port=8443:trustRoots=/etc/ca:certificate=me.pem:"
+                    "privateKey=me.key:timeout=2.5:bindAddress=127.0.0.1");
+    const tw_endpoint_tls_client *t = tw_endpoint_spec_tls_client(spec);
+    cr_assert_str_eq(t->tcp.host, "localhost");
+    cr_assert_eq(t->tcp.port, 8443);
+    cr_assert_eq(t->tcp.timeout, 2.5);
+    cr_assert_str_eq(t->tcp.bind_address, "127.0.0.1");
+    cr_assert_str_eq(t->trust_roots, "/etc/ca");
+    cr_assert_str_eq(t->certificate, "me.pem");
+    cr_assert_str_eq(t->private_key, "me.key");
+    round_trip(spec, NULL);
+    tw_endpoint_spec_free(spec);
+}
+
+TW_TEST(endpoint_tls, certificate_alone_holds_its_key)
+{
+    tw_endpoint_spec *spec = parse_ok(C, "tls:\\:\\:1:443:certificate=both.pem");
+    const tw_endpoint_tls_client *t = tw_endpoint_spec_tls_client(spec);
+    cr_assert_str_eq(t->tcp.host, "::1");
+    cr_assert_str_eq(t->certificate, "both.pem");
+    cr_assert_str_eq(t->private_key, "both.pem");
+    round_trip(spec, "tls:\\:\\:1:443:certificate=both.pem");
+    tw_endpoint_spec_free(spec);
+}
+
+TW_TEST(endpoint_tls, bad_descriptions)
+{
+    parse_bad(C, "tls:example.com", "tls: missing port");
+    parse_bad(C, "tls:port=443", "tls: missing host");
+    parse_bad(C, "tls:exa mple:443", "tls: host 'exa mple' is not a host name");
+    parse_bad(C, "tls:example.com:0", "tls: port 0 out of range");
+    parse_bad(C, "tls:example.com:443:5", "too many positional arguments (at most 2)");
+    parse_bad(C, "tls:example.com:443:trustRoots=", "tls: empty trustRoots file name");
+    parse_bad(C, "tls:example.com:443:privateKey=k.pem", "privateKey given without certificate");
+    parse_bad(C, "tls:example.com:443:timeout=0", "tls: timeout '0' must be more than 0");
+    parse_bad(C, "tls:example.com:443:bindAddress=me", "tls: bindAddress 'me'");
+    parse_bad(C, "tls:example.com:443:privateKey=k.pem:certKey=c.pem", "unknown option 'certKey'");
+}
+
+TW_TEST(endpoint_tls, nul_bytes_in_file_names_are_refused)
+{
+    tw_endpoint_spec *spec = (void *)1;
+    tw_failure *f = NULL;
+    static const char d[] = "tls:h:1:trustRoots=a\0b";
+    int rc = tw_endpoint_parse_bytes(C, d, sizeof d - 1, &spec, &f);
+    cr_assert_eq(rc, TW_EINVAL);
+    cr_assert(strstr(tw_failure_message(f), "NUL byte"), "%s", tw_failure_message(f));
+    tw_failure_unref(f);
+    static const char e[] = "ssl:1:privateKey=\0";
+    rc = tw_endpoint_parse_bytes(S, e, sizeof e - 1, &spec, &f);
+    cr_assert_eq(rc, TW_EINVAL);
+    cr_assert(strstr(tw_failure_message(f), "NUL byte"), "%s", tw_failure_message(f));
+    tw_failure_unref(f);
+}
+
+/* ---- Allocation failure */
+
+static void fail_alloc_loop(tw_endpoint_role role, const char *s, int want)
+{
+    for (long n = 0;; n++) {
+        tw_endpoint_spec *spec = (void *)1;
+        tw_failure *f = NULL;
+        tw_testing_fail_alloc_after(n);
+        int rc = tw_endpoint_parse(role, s, &spec, &f);
+        tw_testing_fail_alloc_off();
+        if (rc == TW_ENOMEM) {
+            cr_assert_null(spec);
+            cr_assert_eq(tw_failure_code(f), TW_ENOMEM);
+            tw_failure_unref(f);
+            cr_assert_lt(n, 20, "%s: still out of memory after %ld allocations", s, n);
+            continue;
+        }
+        cr_assert_eq(rc, want, "%s: rc %d after %ld allocations", s, rc, n);
+        if (rc == 0)
+            tw_endpoint_spec_free(spec);
+        else
+            tw_failure_unref(f);
+        cr_assert_gt(n, 0);
+        return;
+    }
+}
+
+TW_TEST(endpoint_tls, every_allocation_failure_is_clean)
+{
+    fail_alloc_loop(S, "ssl:443:privateKey=k.pem:certKey=c.pem:extraCertChain=x", 0);
+    fail_alloc_loop(S, "ssl:443:privateKey=k.pem:sslmethod=x", TW_EINVAL);
+    fail_alloc_loop(C, "tls:localhost:443:trustRoots=ca.pem:certificate=c.pem", 0);
+    fail_alloc_loop(C, "tls:localhost:443:privateKey=k", TW_EINVAL);
+}
