@@ -107,6 +107,9 @@ typedef struct tw_wrapper_hooks {
     int (*resume_producing)(tw_wrapper *w);
     int (*register_producer)(tw_wrapper *w, tw_producer *producer, bool streaming);
     int (*unregister_producer)(tw_wrapper *w);
+    /* Default: the real transport's. A wrapper that holds bytes of its own
+     * (TLS before its handshake) adds them. */
+    size_t (*write_buffer_size)(const tw_wrapper *w);
 } tw_wrapper_hooks;
 
 /* Embed it first in an implementation's own struct (wrapper_size below). */
@@ -124,6 +127,7 @@ struct tw_wrapper {
     bool lost;               /* the wrapper's connection is lost */
     bool listed;             /* in wfactory's list */
     bool counted;            /* wfactory's unregister_protocol is still owed */
+    tw_failure *lost_reason; /* tw_wrapper_set_lost_reason's, or NULL */
 };
 
 /* Makes a wrapper around `wrapped` (taken over on success; the caller keeps
@@ -138,6 +142,25 @@ int tw_wrapper_new(const tw_wrapper_hooks *hooks, size_t size, tw_protocol *wrap
 
 /* The wrapper whose base is p, or NULL when p is not a wrapper. */
 tw_wrapper *tw_wrapper_from_protocol(tw_protocol *p);
+
+/* The wrapper whose transport is t, or NULL when t is not a wrapper's. */
+tw_wrapper *tw_wrapper_from_transport(const tw_transport *t);
+
+/* The reason the wrapped protocol's connection_lost will be given instead of
+ * the real transport's (TLS: the handshake failed, so the connection was
+ * closed; the protocol hears why). Takes over `reason`; the first one set
+ * wins (a later one is dropped). Call it before closing the real transport,
+ * or from the connection_lost hook. */
+void tw_wrapper_set_lost_reason(tw_wrapper *w, tw_failure *reason);
+
+/* Puts w (from tw_wrapper_new, around a protocol p whose connection is live)
+ * under p now: the transport p had (a real one, or another wrapper's) feeds
+ * w instead, and p's transport becomes w->transport. p's connection is not
+ * made again (tw_wrapper_make_wrapped_connection returns
+ * TW_EALREADYCALLED); w's connection_made hook runs, if set. Bytes already
+ * queued on the old transport stay ahead of what p writes from now on.
+ * Returns 0, TW_EINVAL (w not fresh) or TW_ENOTCONN (p has no connection). */
+int tw_wrapper_insert(tw_wrapper *w);
 
 /* The real transport (NULL before connection_made and after release). */
 static inline tw_transport *tw_wrapper_real(const tw_wrapper *w)

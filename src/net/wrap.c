@@ -110,6 +110,8 @@ static void w_connection_lost(tw_protocol *p, tw_failure *reason)
     tw_wrapper *w = from_protocol(p);
     if (w->hooks && w->hooks->connection_lost)
         w->hooks->connection_lost(w, reason);
+    if (w->lost_reason)
+        reason = w->lost_reason;
     /* get_peer and friends keep working during the wrapped connection_lost
      * (protocols log who left); everything is refused once it returns. */
     if (w->wrapped && w->wrapped_made)
@@ -159,6 +161,8 @@ static void w_free(tw_protocol *p)
     unregister(w);
     if (w->hooks && w->hooks->free)
         w->hooks->free(w);
+    tw_failure_unref(w->lost_reason);
+    w->lost_reason = NULL;
     /* The memory goes with the transport's last reference (ours, unless the
      * wrapped protocol kept one). */
     tw_transport_unref(&w->transport);
@@ -309,7 +313,11 @@ static int t_unregister_producer(tw_transport *t)
 static size_t t_write_buffer_size(const tw_transport *t)
 {
     const tw_wrapper *w = from_transport(t);
-    return up(w) ? tw_transport_write_buffer_size(tw_wrapper_real(w)) : 0;
+    if (!up(w))
+        return 0;
+    if (HOOK(w, write_buffer_size))
+        return w->hooks->write_buffer_size(w);
+    return tw_transport_write_buffer_size(tw_wrapper_real(w));
 }
 
 static int t_set_write_buffer_limits(tw_transport *t, size_t high, size_t low)
@@ -401,6 +409,44 @@ tw_wrapper *tw_wrapper_from_protocol(tw_protocol *p)
     if (p && (p->ops == &wrapper_ops || p->ops == &wrapper_half_close_ops))
         return (tw_wrapper *)p;
     return NULL;
+}
+
+tw_wrapper *tw_wrapper_from_transport(const tw_transport *t)
+{
+    return t && t->ops == &wrapper_transport_ops ? from_transport(t) : NULL;
+}
+
+void tw_wrapper_set_lost_reason(tw_wrapper *w, tw_failure *reason)
+{
+    if (w->lost_reason || w->lost)
+        tw_failure_unref(reason);
+    else
+        w->lost_reason = reason;
+}
+
+int tw_wrapper_insert(tw_wrapper *w)
+{
+    tw_protocol *p = w ? w->wrapped : NULL;
+    if (!p || w->base.transport || w->wrapped_made || w->lost)
+        return TW_EINVAL;
+    tw_transport *t = p->transport;
+    if (!t || t->protocol != p)
+        return TW_ENOTCONN;
+    tw_wrapper *outer = tw_wrapper_from_transport(t);
+    if (outer) {
+        if (!up(outer) || outer->wrapped != p)
+            return TW_ENOTCONN;
+        outer->wrapped = &w->base;
+    }
+    t->protocol = &w->base;
+    w->base.transport = t;
+    w->transport.reactor = t->reactor;
+    w->wrapped_made = true;
+    w->transport.protocol = p;
+    p->transport = &w->transport;
+    if (w->hooks && w->hooks->connection_made)
+        w->hooks->connection_made(w);
+    return 0;
 }
 
 int tw_wrapper_make_wrapped_connection(tw_wrapper *w)

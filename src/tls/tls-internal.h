@@ -1,0 +1,29 @@
+/* Shared between the TLS context (context.c) and connections (tls.c). */
+#ifndef TWINE_TLS_INTERNAL_H
+#define TWINE_TLS_INTERNAL_H
+
+#include <openssl/ssl.h>
+
+#include <twine/tls.h>
+
+/* One generation of a context's OpenSSL state: the SSL_CTX new connections
+ * are made from and, on servers, one SSL_CTX per SNI entry. Reload makes a
+ * new generation; connections keep a reference to the one they started
+ * with (the servername callback reads it during their handshake). */
+typedef struct tw__tls_gen tw__tls_gen;
+
+/* Makes the SSL of a new connection (server or client as the context is),
+ * with the hostname to verify and send (clients; NULL: the context's). On
+ * success *gen holds a generation reference for tw__tls_gen_unref. Returns
+ * NULL when out of memory or when OpenSSL refuses. */
+SSL *tw__tls_context_new_ssl(tw_tls_context *ctx, const char *hostname, tw__tls_gen **gen);
+void tw__tls_gen_unref(tw__tls_gen *gen);
+
+bool tw__tls_context_is_server(const tw_tls_context *ctx);
+double tw__tls_context_handshake_timeout(const tw_tls_context *ctx);
+
+/* Formats OpenSSL's error queue (oldest first, emptied) after `prefix`
+ * into buf: "prefix: reason". */
+void tw__tls_error_text(char *buf, size_t size, const char *prefix);
+
+#endif
