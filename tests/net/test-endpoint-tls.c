@@ -2,7 +2,11 @@
  * fields, defaults, errors, formatting back, allocation failure. */
 #include "twtest.h"
 #include <twine/endpoint.h>
+#include <twine/net.h>
+#include <twine/tls.h>
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define S TW_ENDPOINT_SERVER
@@ -245,4 +249,262 @@ TW_TEST(endpoint_tls, every_allocation_failure_is_clean)
     fail_alloc_loop(S, "ssl:443:privateKey=k.pem:sslmethod=x", TW_EINVAL);
     fail_alloc_loop(C, "tls:localhost:443:trustRoots=ca.pem:certificate=c.pem", 0);
     fail_alloc_loop(C, "tls:localhost:443:privateKey=k", TW_EINVAL);
+}
+
+/* ---- Listening and connecting over loopback, with certificates made by
+ * the openssl command in a temporary directory. */
+
+struct certs {
+    char dir[64];
+};
+
+static void make_certs(struct certs *c)
+{
+    strcpy(c->dir, "/tmp/twine-tlsep-XXXXXX");
+    cr_assert_not_null(mkdtemp(c->dir));
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "cd %s && exec >/dev/null 2>&1 && "
+             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+             "-keyout ca.key -out ca.pem -days 2 -subj /CN=TwineTestCA && "
+             "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout key.pem "
+             "-out s.csr -subj /CN=localhost && "
+             "printf 'basicConstraints=CA:FALSE\\nsubjectAltName=DNS:localhost,IP:127.0.0.1\\n' "
+             "> ext.cnf && "
+             "openssl x509 -req -in s.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+             "-out cert.pem -days 2 -extfile ext.cnf && cat key.pem cert.pem > both.pem",
+             c->dir);
+    cr_assert_eq(system(cmd), 0, "openssl could not make the test certificates");
+}
+
+static void drop_certs(struct certs *c)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", c->dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+struct echo {
+    tw_protocol base;
+};
+
+static void echo_data(tw_protocol *p, const char *data, size_t len)
+{
+    tw_transport_write(p->transport, data, len);
+}
+
+static const tw_protocol_ops echo_ops = {.data_received = echo_data};
+
+struct client {
+    tw_protocol base;
+    char heard[256];
+    size_t len;
+    int handshakes;
+    int lost_code; /* 0 until connection_lost */
+    char version[16];
+};
+
+static void client_handshake(tw_protocol *p)
+{
+    struct client *c = (struct client *)p;
+    c->handshakes++;
+    const char *v = tw_tls_version_name(p->transport);
+    snprintf(c->version, sizeof c->version, "%s", v ? v : "?");
+}
+
+static void client_data(tw_protocol *p, const char *data, size_t len)
+{
+    struct client *c = (struct client *)p;
+    if (c->len + len < sizeof c->heard) {
+        memcpy(c->heard + c->len, data, len);
+        c->len += len;
+    }
+}
+
+static void client_lost(tw_protocol *p, tw_failure *reason)
+{
+    ((struct client *)p)->lost_code = tw_failure_code(reason);
+}
+
+static const tw_protocol_ops client_ops = {.handshake_completed = client_handshake,
+                                           .data_received = client_data,
+                                           .connection_lost = client_lost};
+
+static void owned_free(tw_protocol *p)
+{
+    tw_free(p);
+}
+
+static const tw_protocol_ops owned_client_ops = {.handshake_completed = client_handshake,
+                                                 .data_received = client_data,
+                                                 .connection_lost = client_lost,
+                                                 .free = owned_free};
+
+static tw_result listen_result(tw_reactor *r, const char *description, tw_factory *f)
+{
+    tw_endpoint *ep;
+    tw_failure *failure = NULL;
+    cr_assert_eq(tw_endpoint_server_from_string(r, description, &ep, &failure), 0, "%s",
+                 failure ? tw_failure_message(failure) : "");
+    tw_deferred *d = tw_endpoint_listen(ep, f);
+    tw_result res = twtest_wait(r, d);
+    tw_deferred_unref(d);
+    tw_endpoint_free(ep);
+    return res;
+}
+
+static tw_result connect_result(tw_reactor *r, const char *description, tw_factory *f)
+{
+    tw_endpoint *ep;
+    tw_failure *failure = NULL;
+    cr_assert_eq(tw_endpoint_client_from_string(r, description, &ep, &failure), 0, "%s",
+                 failure ? tw_failure_message(failure) : "");
+    tw_deferred *d = tw_endpoint_connect(ep, f);
+    tw_result res = twtest_wait(r, d);
+    tw_deferred_unref(d);
+    tw_endpoint_free(ep);
+    return res;
+}
+
+static void spin_until(tw_reactor *r, bool (*done)(struct client *), struct client *c)
+{
+    double end = tw_reactor_seconds(r) + 10;
+    while (!done(c) && tw_reactor_seconds(r) < end)
+        tw_reactor_iterate(r, 0.01);
+}
+
+static bool heard_hello(struct client *c)
+{
+    return c->len == 5;
+}
+
+static bool was_lost(struct client *c)
+{
+    return c->lost_code != 0;
+}
+
+static unsigned port_of(tw_listening_port *port)
+{
+    tw_address a;
+    cr_assert_eq(tw_listening_port_get_host(port, &a), 0);
+    return tw_address_port(&a);
+}
+
+TW_REACTOR_TEST(endpoint_tls_io, ssl_listen_and_tls_connect_echo)
+{
+    struct certs c;
+    make_certs(&c);
+    tw_factory server, client;
+    tw_factory_init(&server, NULL, &echo_ops, sizeof(struct echo), NULL);
+    tw_factory_init(&client, NULL, &client_ops, sizeof(struct client), NULL);
+    char desc[512];
+    snprintf(desc, sizeof desc,
+             "ssl:0:privateKey=%s/key.pem:certKey=%s/cert.pem:interface=127.0.0.1", c.dir, c.dir);
+    tw_result lr = listen_result(r, desc, &server);
+    cr_assert_null(lr.failure, "%s", lr.failure ? tw_failure_message(lr.failure) : "");
+    tw_listening_port *port = tw_result_take(&lr);
+    /* By name: verified against the CA for "localhost"; then by a directory of roots. */
+    snprintf(desc, sizeof desc, "tls:localhost:%u:trustRoots=%s/ca.pem", port_of(port), c.dir);
+    tw_result cr = connect_result(r, desc, &client);
+    cr_assert_null(cr.failure, "%s", cr.failure ? tw_failure_message(cr.failure) : "");
+    struct client *cl = cr.value;
+    cr_assert_eq(cl->base.ops, &client_ops, "the deferred gives the application's protocol");
+    cr_assert_eq(tw_transport_write(cl->base.transport, "hello", 5), 0);
+    spin_until(r, heard_hello, cl);
+    cr_assert_eq(cl->len, 5);
+    cr_assert_eq(memcmp(cl->heard, "hello", 5), 0);
+    cr_assert_eq(cl->handshakes, 1);
+    cr_assert_str_eq(cl->version, "TLSv1.3");
+    /* The port goes first: its connection (and the TLS factory) live on. */
+    tw_deferred_unref(tw_listening_port_stop(port));
+    cr_assert_eq(tw_transport_write(cl->base.transport, "again", 5), 0);
+    cl->len = 0;
+    spin_until(r, heard_hello, cl);
+    cr_assert_eq(memcmp(cl->heard, "again", 5), 0);
+    tw_transport_lose_connection(cl->base.transport);
+    spin_until(r, was_lost, cl);
+    cr_assert_eq(cl->lost_code, TW_ECONNDONE);
+    for (int i = 0; i < 10; i++)
+        tw_reactor_iterate(r, 0.01);
+    drop_certs(&c);
+}
+
+TW_REACTOR_TEST(endpoint_tls_io, server_certificate_from_another_root_is_refused)
+{
+    struct certs c, other;
+    make_certs(&c);
+    make_certs(&other);
+    tw_factory server, client;
+    tw_factory_init(&server, NULL, &echo_ops, sizeof(struct echo), NULL);
+    tw_factory_init(&client, NULL, &client_ops, sizeof(struct client), NULL);
+    char desc[512];
+    snprintf(desc, sizeof desc, "ssl:0:privateKey=%s/both.pem:interface=127.0.0.1", c.dir);
+    tw_result lr = listen_result(r, desc, &server);
+    cr_assert_null(lr.failure, "%s", lr.failure ? tw_failure_message(lr.failure) : "");
+    tw_listening_port *port = tw_result_take(&lr);
+    snprintf(desc, sizeof desc, "tls:127.0.0.1:%u:trustRoots=%s", port_of(port), other.dir);
+    /* trustRoots names a directory here: not hashed, so nothing in it is trusted. */
+    tw_result cr = connect_result(r, desc, &client);
+    cr_assert_null(cr.failure, "connected before the handshake, as Twisted does");
+    struct client *cl = cr.value;
+    spin_until(r, was_lost, cl);
+    cr_assert_eq(cl->lost_code, TW_ETLSVERIFY);
+    cr_assert_eq(cl->handshakes, 0);
+    tw_deferred_unref(tw_listening_port_stop(port));
+    for (int i = 0; i < 10; i++)
+        tw_reactor_iterate(r, 0.01);
+    drop_certs(&c);
+    drop_certs(&other);
+}
+
+TW_REACTOR_TEST(endpoint_tls_io, unreadable_files_fail_listen_and_connect)
+{
+    tw_factory f;
+    tw_factory_init(&f, NULL, &echo_ops, sizeof(struct echo), NULL);
+    tw_result lr = listen_result(r, "ssl:0:privateKey=/nonexistent/k.pem:interface=127.0.0.1", &f);
+    cr_assert_not_null(lr.failure);
+    cr_assert_eq(tw_failure_code(lr.failure), TW_EINVAL);
+    const char *m = tw_failure_message(lr.failure);
+    cr_assert(strncmp(m, "ssl: ", 5) == 0 && strstr(m, "/nonexistent/k.pem"), "%s", m);
+    tw_result_release(&lr);
+
+    tw_result cr = connect_result(r, "tls:localhost:1:trustRoots=/nonexistent/ca.pem", &f);
+    cr_assert_not_null(cr.failure);
+    m = tw_failure_message(cr.failure);
+    cr_assert(strncmp(m, "tls: ", 5) == 0 && strstr(m, "/nonexistent/ca.pem"), "%s", m);
+    tw_result_release(&cr);
+    cr_assert_eq(f.users, 0, "the factory was never started, or stopped again");
+}
+
+TW_REACTOR_TEST(endpoint_tls_io, connect_protocol_under_tls)
+{
+    struct certs c;
+    make_certs(&c);
+    tw_factory server;
+    tw_factory_init(&server, NULL, &echo_ops, sizeof(struct echo), NULL);
+    char desc[512];
+    snprintf(desc, sizeof desc,
+             "ssl:0:privateKey=%s/key.pem:certKey=%s/cert.pem:interface=127.0.0.1", c.dir, c.dir);
+    tw_result lr = listen_result(r, desc, &server);
+    cr_assert_null(lr.failure);
+    tw_listening_port *port = tw_result_take(&lr);
+    snprintf(desc, sizeof desc, "tls:localhost:%u:trustRoots=%s/ca.pem", port_of(port), c.dir);
+    tw_endpoint *ep;
+    cr_assert_eq(tw_endpoint_client_from_string(r, desc, &ep, NULL), 0);
+    struct client *mine = tw_calloc(1, sizeof *mine);
+    tw_protocol_init(&mine->base, &owned_client_ops);
+    tw_deferred *d = tw_endpoint_connect_protocol(ep, &mine->base);
+    tw_result res = twtest_wait(r, d);
+    tw_deferred_unref(d);
+    tw_endpoint_free(ep);
+    cr_assert_null(res.failure);
+    cr_assert_eq(res.value, mine);
+    tw_transport_write(mine->base.transport, "hello", 5);
+    spin_until(r, heard_hello, mine);
+    cr_assert_eq(mine->handshakes, 1);
+    tw_transport_lose_connection(mine->base.transport);
+    tw_deferred_unref(tw_listening_port_stop(port));
+    for (int i = 0; i < 20; i++)
+        tw_reactor_iterate(r, 0.01);
+    drop_certs(&c);
 }
