@@ -3,11 +3,14 @@
  *
  *     echo-client ENDPOINT MESSAGE        e.g.  echo-client tcp:localhost:8000 "hello, world!"
  *
- * ENDPOINT is a client endpoint description ("tcp:HOST:PORT", "unix:PATH").
+ * ENDPOINT is a client endpoint description ("tcp:HOST:PORT", "unix:PATH",
+ * "tls:HOST:PORT:trustRoots=ca.pem").
  * A host name is resolved off the reactor thread and every address it has is
  * tried (the hostname endpoint). Prints "Server said: ..." then
  * "connection lost" and "Connection lost - goodbye!"; if no connection can be
- * made, "Connection failed - goodbye!" and why, with exit status 1. */
+ * made, "Connection failed - goodbye!" and why, with exit status 1. A
+ * connection lost otherwise than cleanly (a TLS handshake that failed) says
+ * why on stderr, with exit status 1 too. */
 #include <stdio.h>
 #include <string.h>
 
@@ -36,8 +39,13 @@ static void client_data(tw_protocol *p, const char *data, size_t len)
 static void client_lost(tw_protocol *p, tw_failure *reason)
 {
     struct client *c = p->factory->data;
-    (void)reason;
     printf("connection lost\n");
+    /* A clean close says nothing; anything else (a refused TLS certificate,
+     * a reset) says why on stderr and makes the exit status 1. */
+    if (tw_failure_code(reason) != TW_ECONNDONE) {
+        fprintf(stderr, "echo-client: %s\n", tw_failure_message(reason));
+        c->status = 1;
+    }
     printf("Connection lost - goodbye!\n");
     tw_reactor_stop(c->reactor);
 }

@@ -27,9 +27,16 @@
  *                                       positional: address mode backlog lockfile
  *           systemd:domain=INET|INET6|UNIX:index=N    positional: domain index
  *           haproxy:<any server description but haproxy>
+ *           ssl:PORT:privateKey=KEY.pem[:certKey=CERT.pem][:extraCertChain=CHAIN.pem]
+ *               [:interface=ADDR][:backlog=N]
+ *                   positional: port interface backlog privateKey certKey sslmethod
+ *                   extraCertChain dhParameters (Twisted's order); sslmethod= and
+ *                   dhParameters= are refused ("not supported")
  *   client  tcp:HOST:PORT[:timeout=S][:bindAddress=ADDR]  positional: host port
  *           tcp6: likewise                     (with one positional and host=, it is the port)
  *           unix:PATH[:timeout=S][:checkPID=0|1]          positional: path
+ *           tls:HOST:PORT[:trustRoots=CA.pem|DIR][:certificate=CERT.pem][:privateKey=KEY.pem]
+ *               [:timeout=S][:bindAddress=ADDR]              positional: host port
  *
  *   port       decimal, 0-65535 for servers (0: any free port), 1-65535 for clients
  *   interface  tcp: "" (the default: all) or an IPv4 or IPv6 literal;
@@ -49,10 +56,17 @@
  *   lockfile   0 or 1, default 1; for clients, lockfile= is Twisted's own spelling of
  *              checkPID= (default 0); giving both is an error
  *   domain     INET, INET6 or UNIX (exactly so); index 0-65535 into LISTEN_FDS
+ *   privateKey, certKey, extraCertChain, trustRoots, certificate
+ *              file names (trustRoots: a PEM file or a hashed directory), not
+ *              empty, without NUL bytes; ssl: requires privateKey (Twisted's
+ *              default 'server.pem' is not assumed) and certKey defaults to it (a
+ *              PEM holding both); tls: privateKey without certificate is an error,
+ *              certificate without privateKey reads the key from the same file
  *
  * Examples: "tcp:8080", "tcp6:443:interface=\:\:1", "unix:/run/app\:1.sock:mode=600",
  * "unix:@abstract", "systemd:domain=INET6:index=0", "haproxy:tcp:80",
- * client "tcp:example.com:80:timeout=2.5", "tcp:host=\:\:1:port=80".
+ * "ssl:443:privateKey=key.pem:certKey=cert.pem", client "tcp:example.com:80:timeout=2.5",
+ * "tcp:host=\:\:1:port=80", "tls:example.com:443:trustRoots=/etc/ssl/ca.pem".
  *
  * ---- Bounds
  * A description holds at most TW_ENDPOINT_MAX_LENGTH bytes and
@@ -105,6 +119,8 @@ typedef enum tw_endpoint_kind {
     TW_ENDPOINT_UNIX,
     TW_ENDPOINT_SYSTEMD,
     TW_ENDPOINT_HAPROXY,
+    TW_ENDPOINT_SSL, /* server: TLS over tcp */
+    TW_ENDPOINT_TLS, /* client: TLS over tcp */
 } tw_endpoint_kind;
 
 /* One argument, unescaped. Strings are NUL-terminated copies owned by the
@@ -173,12 +189,30 @@ typedef struct tw_endpoint_systemd {
     unsigned index; /* the socket is fd 3 + index (sd_listen_fds) */
 } tw_endpoint_systemd;
 
+/* ssl: servers. The tcp part is as tcp's (interface "" = all). */
+typedef struct tw_endpoint_ssl_server {
+    tw_endpoint_tcp_server tcp;
+    const char *private_key;      /* privateKey= */
+    const char *cert_key;         /* certKey=, or private_key when not given */
+    const char *extra_cert_chain; /* extraCertChain=, or NULL */
+} tw_endpoint_ssl_server;
+
+/* tls: clients. The tcp part is as tcp's. */
+typedef struct tw_endpoint_tls_client {
+    tw_endpoint_tcp_client tcp;
+    const char *trust_roots; /* trustRoots= (a PEM file or a directory), or NULL: the system's */
+    const char *certificate; /* certificate=, or NULL */
+    const char *private_key; /* privateKey=, or NULL: certificate's file when it is given */
+} tw_endpoint_tls_client;
+
 /* The typed fields when spec is of that kind and role; NULL otherwise. */
 const tw_endpoint_tcp_server *tw_endpoint_spec_tcp_server(const tw_endpoint_spec *spec);
 const tw_endpoint_tcp_client *tw_endpoint_spec_tcp_client(const tw_endpoint_spec *spec);
 const tw_endpoint_unix_server *tw_endpoint_spec_unix_server(const tw_endpoint_spec *spec);
 const tw_endpoint_unix_client *tw_endpoint_spec_unix_client(const tw_endpoint_spec *spec);
 const tw_endpoint_systemd *tw_endpoint_spec_systemd(const tw_endpoint_spec *spec);
+const tw_endpoint_ssl_server *tw_endpoint_spec_ssl_server(const tw_endpoint_spec *spec);
+const tw_endpoint_tls_client *tw_endpoint_spec_tls_client(const tw_endpoint_spec *spec);
 
 /* ---- Parsing */
 
@@ -311,7 +345,20 @@ tw_failure *tw_endpoint_fail(const tw_endpoint_spec *spec, const char *fmt, ...)
  *                             name does not resolve, else the last attempt's
  *                             failure
  *   unix client               one connect
- * Types registered by other layers (tls, ssl) plug their own in later. */
+ *   ssl server                tcp's listen, each connection under TLS (tls.h) as the
+ *                             server, with a context made from the files; a file
+ *                             that cannot be read, or a key that does not match,
+ *                             fails the listen with the context's failure
+ *                             ("ssl: cannot read certificate 'x.pem': ...")
+ *   tls client                tcp's connect (the hostname endpoint), then TLS as
+ *                             the client, verifying the server's certificate for
+ *                             the host (also sent as SNI) against trustRoots or
+ *                             the system's store; the deferred fires once the
+ *                             protocol's connection_made ran (before the
+ *                             handshake, as in Twisted: a refused certificate is
+ *                             the protocol's connection_lost, TW_ETLSVERIFY) with
+ *                             the application's protocol
+ * Types registered by other layers plug their own in later. */
 
 typedef struct tw_endpoint tw_endpoint;
 

@@ -1,4 +1,4 @@
-/* The built-in endpoint types: tcp, tcp6, unix, systemd, haproxy. Each is a
+/* The built-in endpoint types: tcp, tcp6, unix, systemd, haproxy, ssl, tls. Each is a
  * validator like any registered type's: it binds the arguments to its
  * parameters (Twisted's parser signatures) and makes the typed fields. */
 #include "net/endpoint-internal.h"
@@ -186,10 +186,17 @@ static const char *const tcp6_server_params[] = {"port", "backlog", "interface"}
 static const tcp_flavour tcp4 = {false, "", tcp_server_params};
 static const tcp_flavour tcp6 = {true, "::", tcp6_server_params};
 
+static int tcp_server_fields(const tw_endpoint_spec *spec, const tcp_flavour *fl,
+                             const tw_endpoint_arg *port_arg, const tw_endpoint_arg *i,
+                             const tw_endpoint_arg *backlog, tw_endpoint_tcp_server *tp,
+                             tw_failure **failure);
+static int tcp_client_fields(const tw_endpoint_spec *spec, const tcp_flavour *fl,
+                             const tw_endpoint_arg *const *slot, tw_endpoint_tcp_client *tp,
+                             tw_failure **failure);
+
 static int tcp_server(const tw_endpoint_spec *spec, const tcp_flavour *fl, void **typed,
                       tw_release_fn *release, tw_failure **failure)
 {
-    char q[TW_ENDPOINT_QUOTE_SIZE];
     enum { PORT, INTERFACE, BACKLOG, N };
     const tw_endpoint_arg *slot[N];
     int rc = tw_endpoint_bind_args(spec, fl->server_params, N, N, slot, failure);
@@ -201,26 +208,9 @@ static int tcp_server(const tw_endpoint_spec *spec, const tcp_flavour *fl, void 
         slot[BACKLOG] = a;
     }
 
-    tw_endpoint_tcp_server t = {.interface = fl->default_interface};
-    if (slot[PORT] == NULL)
-        return GIVE(spec, "missing port");
-    unsigned long port;
-    if ((rc = tw_endpoint_arg_uint(spec, slot[PORT], "port", 0, 65535, &port, failure)) < 0)
-        return rc;
-    t.port = (unsigned)port;
-    const tw_endpoint_arg *i = slot[INTERFACE];
-    if (i != NULL && i->value_len > 0) {
-        bool ok =
-            fl->v6 ? ipv6_literal(i->value, i->value_len)
-                   : ipv4_literal(i->value, i->value_len) || ipv6_literal(i->value, i->value_len);
-        if (!ok)
-            return GIVE(spec, "interface %s is not an %s address", QUOTE(q, i),
-                        fl->v6 ? "IPv6" : "IP");
-        t.interface = i->value;
-    } else if (i != NULL) {
-        t.interface = ""; /* all interfaces, as the defaults */
-    }
-    if ((rc = backlog_arg(spec, slot[BACKLOG], &t.backlog, failure)) < 0)
+    tw_endpoint_tcp_server t;
+    if ((rc = tcp_server_fields(spec, fl, slot[PORT], slot[INTERFACE], slot[BACKLOG], &t,
+                                failure)) < 0)
         return rc;
 
     tw_endpoint_tcp_server *out = typed_new(sizeof *out, failure);
@@ -232,10 +222,41 @@ static int tcp_server(const tw_endpoint_spec *spec, const tcp_flavour *fl, void 
     return 0;
 }
 
+/* The port, interface and backlog of a tcp-like server (ssl: too). */
+static int tcp_server_fields(const tw_endpoint_spec *spec, const tcp_flavour *fl,
+                             const tw_endpoint_arg *port_arg, const tw_endpoint_arg *i,
+                             const tw_endpoint_arg *backlog, tw_endpoint_tcp_server *tp,
+                             tw_failure **failure)
+{
+    char q[TW_ENDPOINT_QUOTE_SIZE];
+    int rc;
+    tw_endpoint_tcp_server t = {.interface = fl->default_interface};
+    if (port_arg == NULL)
+        return GIVE(spec, "missing port");
+    unsigned long port;
+    if ((rc = tw_endpoint_arg_uint(spec, port_arg, "port", 0, 65535, &port, failure)) < 0)
+        return rc;
+    t.port = (unsigned)port;
+    if (i != NULL && i->value_len > 0) {
+        bool ok =
+            fl->v6 ? ipv6_literal(i->value, i->value_len)
+                   : ipv4_literal(i->value, i->value_len) || ipv6_literal(i->value, i->value_len);
+        if (!ok)
+            return GIVE(spec, "interface %s is not an %s address", QUOTE(q, i),
+                        fl->v6 ? "IPv6" : "IP");
+        t.interface = i->value;
+    } else if (i != NULL) {
+        t.interface = ""; /* all interfaces, as the defaults */
+    }
+    if ((rc = backlog_arg(spec, backlog, &t.backlog, failure)) < 0)
+        return rc;
+    *tp = t;
+    return 0;
+}
+
 static int tcp_client(const tw_endpoint_spec *spec, const tcp_flavour *fl, void **typed,
                       tw_release_fn *release, tw_failure **failure)
 {
-    char q[TW_ENDPOINT_QUOTE_SIZE];
     enum { HOST, PORT, TIMEOUT, BIND, N };
     static const char *const params[N] = {"host", "port", "timeout", "bindAddress"};
     /* Twisted: a single positional argument is the port when host= is given. */
@@ -254,6 +275,26 @@ static int tcp_client(const tw_endpoint_spec *spec, const tcp_flavour *fl, void 
         slot[1] = a;
     }
 
+    tw_endpoint_tcp_client t;
+    if ((rc = tcp_client_fields(spec, fl, slot, &t, failure)) < 0)
+        return rc;
+    tw_endpoint_tcp_client *out = typed_new(sizeof *out, failure);
+    if (out == NULL)
+        return TW_ENOMEM;
+    *out = t;
+    *typed = out;
+    *release = tw_free;
+    return 0;
+}
+
+/* host, port, timeout, bindAddress (slot[0..3]) of a tcp-like client (tls: too). */
+static int tcp_client_fields(const tw_endpoint_spec *spec, const tcp_flavour *fl,
+                             const tw_endpoint_arg *const *slot, tw_endpoint_tcp_client *tp,
+                             tw_failure **failure)
+{
+    char q[TW_ENDPOINT_QUOTE_SIZE];
+    enum { HOST, PORT, TIMEOUT, BIND };
+    int rc;
     tw_endpoint_tcp_client t = {.timeout = DEFAULT_TIMEOUT};
     const tw_endpoint_arg *h = slot[HOST];
     if (h == NULL)
@@ -282,13 +323,7 @@ static int tcp_client(const tw_endpoint_spec *spec, const tcp_flavour *fl, void 
                         fl->v6 ? "IPv6" : "IP");
         t.bind_address = b->value;
     }
-
-    tw_endpoint_tcp_client *out = typed_new(sizeof *out, failure);
-    if (out == NULL)
-        return TW_ENOMEM;
-    *out = t;
-    *typed = out;
-    *release = tw_free;
+    *tp = t;
     return 0;
 }
 
@@ -467,6 +502,94 @@ static int validate_haproxy(const tw_endpoint_spec *spec, void *arg, void **type
     return 0;
 }
 
+/* ---- ssl (server) and tls (client): tcp with TLS files */
+
+/* A file name: not empty, no NUL byte. */
+static int file_arg(const tw_endpoint_spec *spec, const tw_endpoint_arg *a, const char *what,
+                    const char **out, tw_failure **failure)
+{
+    char q[TW_ENDPOINT_QUOTE_SIZE];
+    if (a == NULL)
+        return 0;
+    if (a->value_len == 0)
+        return GIVE(spec, "empty %s file name", what);
+    if (has_nul(a))
+        return GIVE(spec, "%s %s holds a NUL byte", what, QUOTE(q, a));
+    *out = a->value;
+    return 0;
+}
+
+static int validate_ssl(const tw_endpoint_spec *spec, void *arg, void **typed,
+                        tw_release_fn *release, tw_failure **failure)
+{
+    (void)arg;
+    /* Twisted's _parseSSL signature, in its order. */
+    enum { PORT, INTERFACE, BACKLOG, KEY, CERT, METHOD, CHAIN, DH, N };
+    static const char *const params[N] = {"port",    "interface", "backlog",        "privateKey",
+                                          "certKey", "sslmethod", "extraCertChain", "dhParameters"};
+    const tw_endpoint_arg *slot[N];
+    int rc = tw_endpoint_bind_args(spec, params, N, N, slot, failure);
+    if (rc < 0)
+        return rc;
+    tw_endpoint_ssl_server t = {0};
+    if ((rc = tcp_server_fields(spec, &tcp4, slot[PORT], slot[INTERFACE], slot[BACKLOG], &t.tcp,
+                                failure)) < 0)
+        return rc;
+    if (slot[METHOD])
+        return GIVE(spec, "option 'sslmethod' is not supported (TLS 1.2 and 1.3 are offered)");
+    if (slot[DH])
+        return GIVE(spec, "option 'dhParameters' is not supported (ECDHE key exchange only)");
+    if (slot[KEY] == NULL)
+        return GIVE(spec, "missing privateKey");
+    if ((rc = file_arg(spec, slot[KEY], "privateKey", &t.private_key, failure)) < 0 ||
+        (rc = file_arg(spec, slot[CERT], "certKey", &t.cert_key, failure)) < 0 ||
+        (rc = file_arg(spec, slot[CHAIN], "extraCertChain", &t.extra_cert_chain, failure)) < 0)
+        return rc;
+    if (t.cert_key == NULL)
+        t.cert_key = t.private_key; /* Twisted's: one PEM with both */
+
+    tw_endpoint_ssl_server *out = typed_new(sizeof *out, failure);
+    if (out == NULL)
+        return TW_ENOMEM;
+    *out = t;
+    *typed = out;
+    *release = tw_free;
+    return 0;
+}
+
+static int validate_tls(const tw_endpoint_spec *spec, void *arg, void **typed,
+                        tw_release_fn *release, tw_failure **failure)
+{
+    (void)arg;
+    /* tcp's first four (tcp_client_fields reads them there), then Twisted's. */
+    enum { HOST, PORT, TIMEOUT, BIND, CERT, KEY, ROOTS, N };
+    static const char *const params[N] = {"host",        "port",       "timeout",   "bindAddress",
+                                          "certificate", "privateKey", "trustRoots"};
+    const tw_endpoint_arg *slot[N];
+    int rc = tw_endpoint_bind_args(spec, params, N, 2, slot, failure);
+    if (rc < 0)
+        return rc;
+    tw_endpoint_tls_client t = {0};
+    if ((rc = tcp_client_fields(spec, &tcp4, slot, &t.tcp, failure)) < 0)
+        return rc;
+    if ((rc = file_arg(spec, slot[ROOTS], "trustRoots", &t.trust_roots, failure)) < 0 ||
+        (rc = file_arg(spec, slot[CERT], "certificate", &t.certificate, failure)) < 0 ||
+        (rc = file_arg(spec, slot[KEY], "privateKey", &t.private_key, failure)) < 0)
+        return rc;
+    if (t.private_key && !t.certificate)
+        return GIVE(spec, "privateKey given without certificate");
+    if (t.certificate && !t.private_key)
+        t.private_key = t.certificate;
+
+    tw_endpoint_tls_client *out = typed_new(sizeof *out, failure);
+    if (out == NULL)
+        return TW_ENOMEM;
+    *out = t;
+    *typed = out;
+    *release = tw_free;
+    return 0;
+}
+
 /* ---- The table */
 
 const tw__endpoint_type tw__endpoint_builtin_types[] = {
@@ -476,6 +599,8 @@ const tw__endpoint_type tw__endpoint_builtin_types[] = {
     {"unix", TW_ENDPOINT_SERVER | TW_ENDPOINT_CLIENT, TW_ENDPOINT_UNIX, validate_unix, NULL},
     {"systemd", TW_ENDPOINT_SERVER, TW_ENDPOINT_SYSTEMD, validate_systemd, NULL},
     {"haproxy", TW_ENDPOINT_SERVER, TW_ENDPOINT_HAPROXY, validate_haproxy, NULL},
+    {"ssl", TW_ENDPOINT_SERVER, TW_ENDPOINT_SSL, validate_ssl, NULL},
+    {"tls", TW_ENDPOINT_CLIENT, TW_ENDPOINT_TLS, validate_tls, NULL},
 };
 const size_t tw__endpoint_builtin_count = COUNT(tw__endpoint_builtin_types);
 
@@ -512,4 +637,14 @@ const tw_endpoint_unix_client *tw_endpoint_spec_unix_client(const tw_endpoint_sp
 const tw_endpoint_systemd *tw_endpoint_spec_systemd(const tw_endpoint_spec *spec)
 {
     return typed_if(spec, TW_ENDPOINT_SERVER, TW_ENDPOINT_SYSTEMD, TW_ENDPOINT_SYSTEMD);
+}
+
+const tw_endpoint_ssl_server *tw_endpoint_spec_ssl_server(const tw_endpoint_spec *spec)
+{
+    return typed_if(spec, TW_ENDPOINT_SERVER, TW_ENDPOINT_SSL, TW_ENDPOINT_SSL);
+}
+
+const tw_endpoint_tls_client *tw_endpoint_spec_tls_client(const tw_endpoint_spec *spec)
+{
+    return typed_if(spec, TW_ENDPOINT_CLIENT, TW_ENDPOINT_TLS, TW_ENDPOINT_TLS);
 }

@@ -16,8 +16,10 @@
 #include <twine/log.h>
 #include <twine/net.h>
 #include <twine/thread.h>
+#include <twine/wrap.h>
 
 #include "net/endpoint-haproxy.h"
+#include "net/endpoint-tls.h"
 #include "net/net-internal.h"
 
 #define NS "twine.endpoint"
@@ -180,6 +182,8 @@ static int listen_spec(tw_reactor *r, const tw_endpoint_spec *spec, tw_factory *
     }
     case TW_ENDPOINT_HAPROXY:
         return tw__haproxy_listen(r, spec, factory, port, failure);
+    case TW_ENDPOINT_SSL:
+        return tw__ssl_listen(r, spec, factory, port, failure);
     default:
         rc = TW_ENOTSUP;
         break;
@@ -230,6 +234,8 @@ struct connect_op {
     tw_protocol *ready_made; /* connect_protocol's protocol, until handed over */
     unsigned refs;
     bool user_started;
+    unsigned unwrap;     /* wrapper layers between what user builds and its protocol (tls) */
+    tw__tls_client *tls; /* tls: what user is part of; released with the op */
 
     char *host; /* the name to resolve; NULL for a literal or unix */
     char service[8];
@@ -259,6 +265,8 @@ static void op_unref(struct connect_op *op)
     tw_timer_stop(&op->deadline);
     tw_failure_unref(op->last_failure);
     tw_protocol_release(op->ready_made); /* never handed over */
+    if (op->tls)
+        tw__tls_client_release(op->tls);
     tw_free(op->host);
     tw_free(op);
 }
@@ -386,6 +394,10 @@ static void connected(tw_connector *c, tw_protocol *p, void *arg)
     if (!op->d)
         return; /* cancelled from inside connection_made: being disconnected */
     op->winner = c;
+    for (unsigned i = 0; i < op->unwrap && p; i++) {
+        tw_wrapper *w = tw_wrapper_from_protocol(p);
+        p = w ? w->wrapped : NULL;
+    }
     op->refs++;
     op_finish(op, tw_result_ok(p, NULL));
     op_unref(op);
@@ -595,7 +607,9 @@ static int op_target(struct connect_op *op, const tw_endpoint_spec *spec, tw_fai
                          : tw_address_from_unix(&op->addrs[0], u->path, u->path_len, false);
         op->naddrs = 1;
     } else {
-        const tw_endpoint_tcp_client *t = tw_endpoint_spec_tcp_client(spec);
+        const tw_endpoint_tcp_client *t = spec->kind == TW_ENDPOINT_TLS
+                                              ? &tw_endpoint_spec_tls_client(spec)->tcp
+                                              : tw_endpoint_spec_tcp_client(spec);
         op->timeout = t->timeout;
         op->family = spec->kind == TW_ENDPOINT_TCP6 ? AF_INET6 : AF_UNSPEC;
         snprintf(op->service, sizeof op->service, "%u", t->port);
@@ -622,13 +636,27 @@ static tw_deferred *connect_with(tw_endpoint *ep, tw_factory *user, tw_protocol 
         tw_protocol_release(ready_made);
         return tw_fail(tw_failure_new(TW_EINVAL, NULL, "connect: no endpoint or no factory"));
     }
+    /* tls: the application's factory (or protocol) under TLS; the op
+     * connects the TLS factory instead. */
+    tw__tls_client *tls = NULL;
+    unsigned unwrap = 0;
+    if (ep->spec->kind == TW_ENDPOINT_TLS) {
+        tw_failure *f = NULL;
+        if (tw__tls_client_new(ep->spec, user, ready_made, &tls, &user, &unwrap, &f) < 0)
+            return tw_fail(f);
+        ready_made = NULL;
+    }
     struct connect_op *op = tw_calloc(1, sizeof *op);
     tw_deferred *d = op ? tw_deferred_new(op_cancel, op) : NULL;
     if (!d) {
         tw_free(op);
         tw_protocol_release(ready_made);
+        if (tls)
+            tw__tls_client_release(tls);
         return tw_fail(tw_failure_new(TW_ENOMEM, NULL, NULL));
     }
+    op->tls = tls;
+    op->unwrap = unwrap;
     op->reactor = ep->reactor;
     op->d = tw_deferred_ref(d);
     op->refs = 1; /* the deferred's hold, dropped when it fires */

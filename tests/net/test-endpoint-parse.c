@@ -667,7 +667,7 @@ static void release_counted(void *p)
     free(p);
 }
 
-/* "ssl" as a later issue might add it: one positional port, a key file. */
+/* A registered type shaped like ssl (built in now): one positional port, a key file. */
 static int validate_ssl(const tw_endpoint_spec *spec, void *arg, void **typed,
                         tw_release_fn *release, tw_failure **failure)
 {
@@ -699,24 +699,24 @@ static int validate_fails_bare(const tw_endpoint_spec *spec, void *arg, void **t
 
 TW_TEST(endpoint_registry, register_parse_and_release)
 {
-    cr_assert_eq(tw_endpoint_register_type("ssl", S, validate_ssl, NULL), 0);
-    tw_endpoint_spec *spec = parse_ok(S, "SSL:8443:privateKey=/etc/k\\:ey.pem");
+    cr_assert_eq(tw_endpoint_register_type("xssl", S, validate_ssl, NULL), 0);
+    tw_endpoint_spec *spec = parse_ok(S, "XSSL:8443:privateKey=/etc/k\\:ey.pem");
     cr_assert_eq(spec->kind, TW_ENDPOINT_REGISTERED);
-    cr_assert_str_eq(spec->type, "ssl");
+    cr_assert_str_eq(spec->type, "xssl");
     cr_assert_eq(*(const unsigned long *)spec->typed, 8443);
     assert_arg(spec, 1, "privateKey", "/etc/k:ey.pem");
-    assert_round_trip(spec, "ssl:8443:privateKey=/etc/k\\:ey.pem");
+    assert_round_trip(spec, "xssl:8443:privateKey=/etc/k\\:ey.pem");
     tw_endpoint_spec_free(spec);
     cr_assert_eq(releases, 2); /* the spec and its round-tripped twin */
 
-    parse_bad(S, "ssl:443", "ssl: missing privateKey");
-    parse_bad(S, "ssl:99999:privateKey=k", "ssl: port 99999 out of range");
-    parse_bad(S, "ssl:1:2:privateKey=k", "ssl: too many positional arguments (at most 1)");
-    parse_bad(C, "ssl:h:443", "ssl: not a client endpoint type");
+    parse_bad(S, "xssl:443", "xssl: missing privateKey");
+    parse_bad(S, "xssl:99999:privateKey=k", "xssl: port 99999 out of range");
+    parse_bad(S, "xssl:1:2:privateKey=k", "xssl: too many positional arguments (at most 1)");
+    parse_bad(C, "xssl:h:443", "xssl: not a client endpoint type");
     cr_assert_eq(releases, 2);
 
     /* Wrapped by haproxy, as any server type. */
-    spec = parse_ok(S, "haproxy:ssl:privateKey=k");
+    spec = parse_ok(S, "haproxy:xssl:privateKey=k");
     cr_assert_eq(*(const unsigned long *)spec->inner->typed, 443);
     tw_endpoint_spec_free(spec);
     cr_assert_eq(releases, 3);
@@ -724,11 +724,11 @@ TW_TEST(endpoint_registry, register_parse_and_release)
 
 TW_TEST(endpoint_registry, duplicates_and_bad_names)
 {
-    cr_assert_eq(tw_endpoint_register_type("ssl", S, validate_ssl, NULL), 0);
-    cr_assert_eq(tw_endpoint_register_type("ssl", S, validate_ssl, NULL), TW_EEXIST);
-    cr_assert_eq(tw_endpoint_register_type("SSL", S | C, validate_ssl, NULL), TW_EEXIST);
-    cr_assert_eq(tw_endpoint_register_type("ssl", C, validate_fails_bare, NULL), 0);
-    cr_assert_eq(tw_endpoint_register_type("ssl", C, validate_ssl, NULL), TW_EEXIST);
+    cr_assert_eq(tw_endpoint_register_type("xssl", S, validate_ssl, NULL), 0);
+    cr_assert_eq(tw_endpoint_register_type("xssl", S, validate_ssl, NULL), TW_EEXIST);
+    cr_assert_eq(tw_endpoint_register_type("XSSL", S | C, validate_ssl, NULL), TW_EEXIST);
+    cr_assert_eq(tw_endpoint_register_type("xssl", C, validate_fails_bare, NULL), 0);
+    cr_assert_eq(tw_endpoint_register_type("xssl", C, validate_ssl, NULL), TW_EEXIST);
     cr_assert_eq(tw_endpoint_register_type("tcp", S, validate_ssl, NULL), TW_EEXIST);
     cr_assert_eq(tw_endpoint_register_type("Haproxy", C, validate_ssl, NULL), 0);
     cr_assert_eq(tw_endpoint_register_type("systemd", S, validate_ssl, NULL), TW_EEXIST);
@@ -749,12 +749,12 @@ TW_TEST(endpoint_registry, duplicates_and_bad_names)
     cr_assert_eq(tw_endpoint_register_type(name, S, validate_ssl, NULL), 0);
     cr_assert_eq(tw_endpoint_register_type("x+y.z-w_1", S, validate_ssl, NULL), 0);
 
-    /* The client "ssl" fails with no failure of its own: one is made. */
+    /* The client "xssl" fails with no failure of its own: one is made. */
     tw_endpoint_spec *spec = NULL;
     tw_failure *f = NULL;
-    cr_assert_eq(tw_endpoint_parse(C, "ssl:x", &spec, &f), TW_ENOSYS);
+    cr_assert_eq(tw_endpoint_parse(C, "xssl:x", &spec, &f), TW_ENOSYS);
     cr_assert_eq(tw_failure_code(f), TW_ENOSYS);
-    cr_assert(strstr(tw_failure_message(f), "ssl: invalid description"));
+    cr_assert(strstr(tw_failure_message(f), "xssl: invalid description"));
     tw_failure_unref(f);
     /* A client "haproxy" is a separate, registered type. */
     spec = parse_ok(C, "haproxy:privateKey=k");
@@ -924,20 +924,20 @@ static void fail_alloc_loop(tw_endpoint_role role, const char *s, int want)
 
 TW_TEST(endpoint_alloc, every_allocation_failure_is_clean)
 {
-    cr_assert_eq(tw_endpoint_register_type("ssl", S, validate_ssl, NULL), 0);
+    cr_assert_eq(tw_endpoint_register_type("xssl", S, validate_ssl, NULL), 0);
     fail_alloc_loop(S, "tcp:80:interface=\\:\\:1", 0);
     fail_alloc_loop(S, "unix:/x:mode=600", 0);
     fail_alloc_loop(S, "systemd:INET:0", 0);
     fail_alloc_loop(S, "haproxy:tcp:80", 0);
     fail_alloc_loop(S, "haproxy:unix:@a", 0);
-    fail_alloc_loop(S, "haproxy:ssl:1:privateKey=k", 0);
+    fail_alloc_loop(S, "haproxy:xssl:1:privateKey=k", 0);
     fail_alloc_loop(C, "tcp:h:80:timeout=3", 0);
     fail_alloc_loop(C, "unix:/x", 0);
     fail_alloc_loop(S, "tcp:http", TW_EINVAL);
     fail_alloc_loop(S, "tpc:80", TW_EINVAL);
     fail_alloc_loop(S, "haproxy:tcp:x", TW_EINVAL);
     fail_alloc_loop(S, "haproxy:tpc", TW_EINVAL);
-    fail_alloc_loop(S, "ssl:1", TW_EINVAL);
+    fail_alloc_loop(S, "xssl:1", TW_EINVAL);
     fail_alloc_loop(S, "tcp:port=1:port=2", TW_EINVAL);
     fail_alloc_loop(S, "tcp:80:interface=::1", TW_EINVAL); /* the hint: a second failure */
     fail_alloc_loop(S, "haproxy:tcp:80:interface=::1", TW_EINVAL);

@@ -1,0 +1,236 @@
+/* The ssl: server and tls: client endpoints: tcp's listen and connect with a
+ * TLS wrapping factory (tls.h) around the application's factory.
+ *
+ * The TLS factory and its context must outlive every connection they made,
+ * and the port (or connect operation) may go long before those connections
+ * do. So the TLS factory sits in a heap bundle under one more wrapping
+ * factory of our own, whose wrappers do nothing but count themselves (as
+ * haproxy's do): the bundle goes when its owner (the port, the connect
+ * operation) has let go and the last counted wrapper is released. That
+ * wrapper is the outermost one, so by then the TLS wrapper inside it is gone
+ * too. */
+#include <string.h>
+#include <sys/stat.h>
+
+#include <twine/error.h>
+#include <twine/log.h>
+#include <twine/tls.h>
+#include <twine/wrap.h>
+
+#include "net/endpoint-tls.h"
+#include "net/net-internal.h"
+
+#define NS "twine.endpoint.tls"
+
+struct tw__tls_client {        /* the bundle, for servers too */
+    tw_wrapping_factory count; /* outermost; what ports and connectors see */
+    tw_tls_factory tls;        /* wraps `once` or the application's factory */
+    tw_factory once;           /* connect_protocol: hands out `ready` once */
+    tw_protocol *ready;
+    tw_tls_context *ctx;
+    unsigned refs; /* the owner, and each counted wrapper */
+    bool tls_made;
+};
+
+typedef struct tw__tls_client bundle;
+
+static void bundle_unref(bundle *b)
+{
+    if (--b->refs > 0)
+        return;
+    if (b->tls_made)
+        tw_tls_factory_cleanup(&b->tls);
+    tw_tls_context_unref(b->ctx);
+    tw_protocol_release(b->ready); /* never handed over */
+    tw_free(b);
+}
+
+static void count_free(tw_wrapper *w)
+{
+    bundle_unref((bundle *)w->wfactory);
+}
+
+/* Every wrapper set up is released through count_free, whether or not it
+ * ever connected: count it here, where every one of them passes. */
+static int count_init(tw_wrapping_factory *wf, tw_wrapper *w)
+{
+    (void)w;
+    ((bundle *)wf)->refs++;
+    return 0;
+}
+
+/* The application's build_protocol may stop the port, dropping its
+ * reference: hold one across the build. */
+static tw_protocol *count_build(tw_wrapping_factory *wf, const tw_address *addr)
+{
+    bundle *b = (bundle *)wf;
+    b->refs++;
+    tw_protocol *p = tw_wrapping_factory_build(wf, addr);
+    bundle_unref(b);
+    return p;
+}
+
+static const tw_wrapper_hooks count_wrapper_hooks = {.free = count_free};
+static const tw_wrapping_factory_hooks count_factory_hooks = {.build_protocol = count_build,
+                                                              .init = count_init};
+
+static tw_protocol *once_build(tw_factory *f, const tw_address *addr)
+{
+    bundle *b = f->data;
+    (void)addr;
+    tw_protocol *p = b->ready;
+    b->ready = NULL;
+    return p;
+}
+
+static const tw_factory_ops once_ops = {.build_protocol = once_build};
+
+/* A bundle around ctx (taken over) and `inner`. */
+static int bundle_new(tw_tls_context *ctx, tw_factory *inner, tw_protocol *ready,
+                      const char *hostname, bundle **out, tw_failure **failure)
+{
+    bundle *b = tw_calloc(1, sizeof *b);
+    if (!b) {
+        tw_tls_context_unref(ctx);
+        tw_protocol_release(ready);
+        *failure = tw_failure_new(TW_ENOMEM, NULL, NULL);
+        return TW_ENOMEM;
+    }
+    b->refs = 1;
+    b->ctx = ctx;
+    b->ready = ready;
+    if (!inner) {
+        tw_factory_init(&b->once, &once_ops, NULL, 0, b);
+        inner = &b->once;
+    }
+    int rc = tw_tls_factory_init(&b->tls, ctx, inner, hostname);
+    if (rc < 0) {
+        bundle_unref(b);
+        *failure = tw_failure_new(rc, NULL, "TLS factory: %s", tw_strerror(rc));
+        return rc;
+    }
+    b->tls_made = true;
+    tw_wrapping_factory_init(&b->count, &b->tls.wf.base, &count_wrapper_hooks, sizeof(tw_wrapper),
+                             &count_factory_hooks);
+    *out = b;
+    return 0;
+}
+
+/* "ssl: cannot read certificate ...": the context's failure, said by whom. */
+static int context_failed(const tw_endpoint_spec *spec, int rc, tw_failure *f, tw_failure **failure)
+{
+    if (f && tw_failure_code(f) == TW_ENOMEM) {
+        *failure = f;
+        return TW_ENOMEM;
+    }
+    *failure = f ? tw_failure_new(rc, f, "%s: %s", spec->type, tw_failure_message(f))
+                 : tw_failure_new(rc, NULL, "%s: %s", spec->type, tw_strerror(rc));
+    return rc;
+}
+
+/* ---- ssl: servers */
+
+struct ssl_port {
+    tw_listening_port base;
+    tw_listening_port *inner;
+    bundle *bundle;
+};
+
+static int port_get_host(const tw_listening_port *base, tw_address *out)
+{
+    const struct ssl_port *p = (const struct ssl_port *)base;
+    return tw_listening_port_get_host(p->inner, out);
+}
+
+static void port_stop(tw_listening_port *base)
+{
+    struct ssl_port *p = (struct ssl_port *)base;
+    tw_deferred_unref(tw_listening_port_stop(p->inner));
+    bundle_unref(p->bundle);
+    tw_free(p);
+}
+
+static const struct tw__port_ops ssl_port_ops = {.get_host = port_get_host, .stop = port_stop};
+
+int tw__ssl_listen(tw_reactor *r, const tw_endpoint_spec *spec, tw_factory *factory,
+                   tw_listening_port **port, tw_failure **failure)
+{
+    const tw_endpoint_ssl_server *s = tw_endpoint_spec_ssl_server(spec);
+    tw_tls_server_options opts = {.cert_file = s->cert_key,
+                                  .key_file = s->private_key,
+                                  .extra_chain_file = s->extra_cert_chain};
+    tw_tls_context *ctx = NULL;
+    tw_failure *f = NULL;
+    int rc = tw_tls_server_context_new(&opts, &ctx, &f);
+    if (rc < 0)
+        return context_failed(spec, rc, f, failure);
+
+    bundle *b;
+    if ((rc = bundle_new(ctx, factory, NULL, NULL, &b, failure)) < 0)
+        return rc;
+    struct ssl_port *p = tw_calloc(1, sizeof *p);
+    if (!p) {
+        bundle_unref(b);
+        *failure = tw_failure_new(TW_ENOMEM, NULL, NULL);
+        return TW_ENOMEM;
+    }
+    tw_address addr;
+    char where[TW_ADDRESS_STRLEN];
+    rc = tw_address_from_ip(&addr, s->tcp.interface[0] ? s->tcp.interface : "0.0.0.0", s->tcp.port);
+    if (rc < 0) {
+        *failure = tw_failure_new(rc, NULL, "%s: bad address", spec->type);
+    } else {
+        tw_listen_options lo = {.backlog = s->tcp.backlog};
+        rc = tw_listen_stream(r, &addr, &lo, &b->count.base, &p->inner);
+        if (rc < 0)
+            *failure =
+                tw_failure_new(rc, NULL, "%s: cannot listen on %s: %s", spec->type,
+                               tw_address_format(&addr, where, sizeof where), tw_strerror(rc));
+    }
+    if (rc < 0) {
+        bundle_unref(b);
+        tw_free(p);
+        return rc;
+    }
+    p->base.ops = &ssl_port_ops;
+    p->bundle = b;
+    *port = &p->base;
+    return 0;
+}
+
+/* ---- tls: clients */
+
+int tw__tls_client_new(const tw_endpoint_spec *spec, tw_factory *user, tw_protocol *ready_made,
+                       tw__tls_client **out, tw_factory **factory, unsigned *unwrap,
+                       tw_failure **failure)
+{
+    const tw_endpoint_tls_client *t = tw_endpoint_spec_tls_client(spec);
+    tw_tls_client_options opts = {
+        .hostname = t->tcp.host, .cert_file = t->certificate, .key_file = t->private_key};
+    if (t->trust_roots) {
+        struct stat st;
+        if (stat(t->trust_roots, &st) == 0 && S_ISDIR(st.st_mode))
+            opts.ca_dir = t->trust_roots;
+        else
+            opts.ca_file = t->trust_roots; /* missing: the context says so */
+    }
+    tw_tls_context *ctx = NULL;
+    tw_failure *f = NULL;
+    int rc = tw_tls_client_context_new(&opts, &ctx, &f);
+    if (rc < 0) {
+        tw_protocol_release(ready_made);
+        return context_failed(spec, rc, f, failure);
+    }
+    bundle *b;
+    if ((rc = bundle_new(ctx, user, ready_made, t->tcp.host, &b, failure)) < 0)
+        return rc;
+    *out = b;
+    *factory = &b->count.base;
+    *unwrap = 2; /* the counting wrapper, then the TLS one */
+    return 0;
+}
+
+void tw__tls_client_release(void *client)
+{
+    bundle_unref(client);
+}

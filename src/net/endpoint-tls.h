@@ -1,0 +1,28 @@
+/* The ssl: server and tls: client endpoints (endpoint-tls.c): tcp with each
+ * connection under TLS (tls.h). */
+#ifndef TWINE_NET_ENDPOINT_TLS_H
+#define TWINE_NET_ENDPOINT_TLS_H
+
+#include <twine/endpoint.h>
+#include <twine/net.h>
+
+/* Listens as an ssl: spec says, each connection wrapped in TLS around
+ * `factory`. Returns 0 and *port, or a negative code with *failure. */
+int tw__ssl_listen(tw_reactor *r, const tw_endpoint_spec *spec, tw_factory *factory,
+                   tw_listening_port **port, tw_failure **failure);
+
+/* What a tls: connect hands the connect operation: a factory that builds
+ * TLS-wrapped protocols from `user` (or, when user is NULL, from the
+ * ready-made protocol, taken over in every case: released if never used).
+ * The protocol a connection gets is `unwrap` wrapper layers under the one the
+ * factory built. Release it with tw__tls_client_release once the connectors
+ * are done with the factory; it lives on until its last connection is gone.
+ * Returns 0, or a negative code with *failure (the context's, prefixed with
+ * "tls: "). */
+typedef struct tw__tls_client tw__tls_client;
+int tw__tls_client_new(const tw_endpoint_spec *spec, tw_factory *user, tw_protocol *ready_made,
+                       tw__tls_client **out, tw_factory **factory, unsigned *unwrap,
+                       tw_failure **failure);
+void tw__tls_client_release(void *client);
+
+#endif
