@@ -110,6 +110,8 @@ static void start_echo_server(struct server *s, bool tls)
     if (s->pid == 0) {
         dup2(fds[1], 1);
         close(fds[0]);
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 2);
         execl(exe, exe, desc, "--quiet", (char *)NULL);
         _exit(127);
     }
@@ -189,13 +191,15 @@ struct run {
     long rounds, handshakes, failures;
     long idle_ready; /* ONE_ROUND: connections that made their round trip */
     bool stopping;
-    tw_protocol *idle[IDLE_CONNS];
-    size_t nidle;
+    struct conn *live[IDLE_CONNS + 64]; /* every connection made and not yet lost */
+    size_t nlive;
+    long inflight; /* connects started, neither made nor failed yet */
 };
 
 struct conn {
     tw_protocol base;
     size_t got;
+    size_t slot; /* in run->live */
 };
 
 static char msg[MSG];
@@ -205,6 +209,10 @@ static void start_one(struct run *run);
 static void c_made(tw_protocol *p)
 {
     struct run *run = p->factory->data;
+    struct conn *c = (struct conn *)p;
+    run->inflight--;
+    c->slot = run->nlive;
+    run->live[run->nlive++] = c;
     if (run->mode != HANDSHAKE)
         tw_transport_write(p->transport, msg, MSG);
 }
@@ -228,8 +236,6 @@ static void c_data(tw_protocol *p, const char *data, size_t len)
         c->got -= MSG;
         if (run->mode == ONE_ROUND) {
             run->idle_ready++;
-            if (run->nidle < IDLE_CONNS)
-                run->idle[run->nidle++] = p;
             return;
         }
         run->rounds++;
@@ -241,6 +247,9 @@ static void c_data(tw_protocol *p, const char *data, size_t len)
 static void c_lost(tw_protocol *p, tw_failure *reason)
 {
     struct run *run = p->factory->data;
+    struct conn *c = (struct conn *)p;
+    run->live[c->slot] = run->live[--run->nlive];
+    run->live[c->slot]->slot = c->slot;
     int code = tw_failure_code(reason);
     if (code != TW_ECONNDONE && !run->stopping)
         run->failures++;
@@ -256,6 +265,7 @@ static const tw_protocol_ops conn_ops = {.connection_made = c_made,
 static tw_result connect_failed(tw_result res, void *arg)
 {
     struct run *run = arg;
+    run->inflight--;
     run->failures++;
     if (run->failures < 3)
         fprintf(stderr, "bench-tls: %s\n", tw_failure_message(res.failure));
@@ -265,6 +275,7 @@ static tw_result connect_failed(tw_result res, void *arg)
 
 static void start_one(struct run *run)
 {
+    run->inflight++;
     tw_deferred *d = tw_endpoint_connect(run->ep, &run->factory);
     tw_deferred_add_errback(d, connect_failed, run);
     tw_deferred_unref(d);
@@ -288,24 +299,28 @@ static void run_init(struct run *run, tw_reactor *r, unsigned port, bool tls, en
     tw_factory_init(&run->factory, NULL, &conn_ops, sizeof(struct conn), run);
 }
 
-/* Lets every connection of the run end. */
-static void run_end(struct run *run)
-{
-    run->stopping = true;
-    for (size_t i = 0; i < run->nidle; i++)
-        tw_transport_abort_connection(run->idle[i]->transport);
-    run->nidle = 0;
-    double end = now() + 1;
-    while (now() < end)
-        tw_reactor_iterate(run->r, 0.01);
-    tw_endpoint_free(run->ep);
-}
-
 static void spin(tw_reactor *r, double seconds)
 {
     double end = now() + seconds;
     while (now() < end)
         tw_reactor_iterate(r, 0.01);
+}
+
+/* Lets every connection of the run end. */
+static void run_end(struct run *run)
+{
+    run->stopping = true;
+    for (size_t i = 0; i < run->nlive; i++)
+        tw_transport_abort_connection(run->live[i]->base.transport);
+    double end = now() + 10;
+    while ((run->nlive > 0 || run->inflight > 0) && now() < end) {
+        tw_reactor_iterate(run->r, 0.01);
+        for (size_t i = 0; i < run->nlive; i++) /* made since */
+            tw_transport_abort_connection(run->live[i]->base.transport);
+    }
+    if (run->nlive > 0)
+        fprintf(stderr, "bench-tls: %zu connections still open\n", run->nlive);
+    tw_endpoint_free(run->ep);
 }
 
 /* ---- The measures */
