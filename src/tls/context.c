@@ -225,8 +225,12 @@ static int load_cert_key(SSL_CTX *sc, const char *cert, const char *key, tw_fail
 {
     if (SSL_CTX_use_certificate_chain_file(sc, cert) != 1)
         return fail(failure, "cannot read certificate '%s'", cert);
-    if (SSL_CTX_use_PrivateKey_file(sc, key, SSL_FILETYPE_PEM) != 1)
+    if (SSL_CTX_use_PrivateKey_file(sc, key, SSL_FILETYPE_PEM) != 1) {
+        unsigned long e = ERR_peek_last_error();
+        if (ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
+            return fail(failure, "private key '%s' does not match certificate '%s'", key, cert);
         return fail(failure, "cannot read private key '%s'", key);
+    }
     if (SSL_CTX_check_private_key(sc) != 1)
         return fail(failure, "private key '%s' does not match certificate '%s'", key, cert);
     return 0;

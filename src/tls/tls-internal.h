@@ -26,4 +26,7 @@ double tw__tls_context_handshake_timeout(const tw_tls_context *ctx);
  * into buf: "prefix: reason". */
 void tw__tls_error_text(char *buf, size_t size, const char *prefix);
 
+/* For tests: the TLS connection under t resumed a session. */
+bool tw__tls_session_reused(const tw_transport *t);
+
 #endif

@@ -12,6 +12,7 @@
  * transport (lose_connection, so the alert OpenSSL produced goes out first);
  * the wrapper passes the remembered failure to the wrapped protocol's
  * connection_lost instead of the real transport's TW_ECONNDONE. */
+#include <errno.h>
 #include <string.h>
 
 #include <openssl/err.h>
@@ -309,7 +310,12 @@ static void tls_connection_lost(tw_wrapper *w, tw_failure *reason)
     stop_timer(c);
     if (c->failed)
         return;
-    if (tw_failure_code(reason) == TW_ECONNDONE && !c->peer_closed && !c->close_requested)
+    int code = tw_failure_code(reason);
+    /* After the peer's close_notify the TLS connection ended cleanly, even
+     * if our answering close_notify found the socket closed. */
+    if (c->peer_closed && (code == -EPIPE || code == -ECONNRESET))
+        tw_wrapper_set_lost_reason(w, tw_failure_new(TW_ECONNDONE, NULL, NULL));
+    else if (code == TW_ECONNDONE && !c->peer_closed && !c->close_requested)
         tw_wrapper_set_lost_reason(
             w, tw_failure_new(TW_ECONNLOST, NULL, "TLS connection closed without close_notify"));
 }
@@ -630,4 +636,10 @@ done:
     X509_free(x);
     ERR_clear_error();
     return rc;
+}
+
+bool tw__tls_session_reused(const tw_transport *t)
+{
+    tls_conn *c = done_of(t);
+    return c && SSL_session_reused(c->ssl);
 }
