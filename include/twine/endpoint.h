@@ -334,6 +334,8 @@ tw_failure *tw_endpoint_fail(const tw_endpoint_spec *spec, const char *fmt, ...)
  *                             get_peer / get_host, and a connection whose header
  *                             is malformed, or missing after 10 s, is closed
  *                             (logged) without reaching the factory
+ *                             (haproxy:ssl: reads the header in the clear,
+ *                             then does TLS, as a proxy sends it)
  *   tcp, tcp6 clients         an IP literal: one connect; a name: the hostname
  *                             endpoint (HostnameEndpoint): getaddrinfo on the
  *                             reactor's thread pool, then one attempt per

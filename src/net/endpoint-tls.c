@@ -153,7 +153,7 @@ static void port_stop(tw_listening_port *base)
 static const struct tw__port_ops ssl_port_ops = {.get_host = port_get_host, .stop = port_stop};
 
 int tw__ssl_listen(tw_reactor *r, const tw_endpoint_spec *spec, tw_factory *factory,
-                   tw_listening_port **port, tw_failure **failure)
+                   tw_wrapping_factory *outer, tw_listening_port **port, tw_failure **failure)
 {
     const tw_endpoint_ssl_server *s = tw_endpoint_spec_ssl_server(spec);
     tw_tls_server_options opts = {.cert_file = s->cert_key,
@@ -181,7 +181,12 @@ int tw__ssl_listen(tw_reactor *r, const tw_endpoint_spec *spec, tw_factory *fact
         *failure = tw_failure_new(rc, NULL, "%s: bad address", spec->type);
     } else {
         tw_listen_options lo = {.backlog = s->tcp.backlog};
-        rc = tw_listen_stream(r, &addr, &lo, &b->count.base, &p->inner);
+        tw_factory *listening = &b->count.base;
+        if (outer) {
+            outer->wrapped = &b->count.base;
+            listening = &outer->base;
+        }
+        rc = tw_listen_stream(r, &addr, &lo, listening, &p->inner);
         if (rc < 0)
             *failure =
                 tw_failure_new(rc, NULL, "%s: cannot listen on %s: %s", spec->type,

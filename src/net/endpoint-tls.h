@@ -5,11 +5,15 @@
 
 #include <twine/endpoint.h>
 #include <twine/net.h>
+#include <twine/wrap.h>
 
 /* Listens as an ssl: spec says, each connection wrapped in TLS around
- * `factory`. Returns 0 and *port, or a negative code with *failure. */
+ * `factory`. With `outer` (haproxy:ssl:, whose PROXY header comes before
+ * TLS, in the clear), outer is set to wrap the TLS factory and the port
+ * listens with outer instead, so its wrappers sit outside TLS. Returns 0 and
+ * *port, or a negative code with *failure. */
 int tw__ssl_listen(tw_reactor *r, const tw_endpoint_spec *spec, tw_factory *factory,
-                   tw_listening_port **port, tw_failure **failure);
+                   tw_wrapping_factory *outer, tw_listening_port **port, tw_failure **failure);
 
 /* What a tls: connect hands the connect operation: a factory that builds
  * TLS-wrapped protocols from `user` (or, when user is NULL, from the

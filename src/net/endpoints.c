@@ -183,7 +183,7 @@ static int listen_spec(tw_reactor *r, const tw_endpoint_spec *spec, tw_factory *
     case TW_ENDPOINT_HAPROXY:
         return tw__haproxy_listen(r, spec, factory, port, failure);
     case TW_ENDPOINT_SSL:
-        return tw__ssl_listen(r, spec, factory, port, failure);
+        return tw__ssl_listen(r, spec, factory, NULL, port, failure);
     default:
         rc = TW_ENOTSUP;
         break;
