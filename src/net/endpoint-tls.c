@@ -205,27 +205,31 @@ int tw__ssl_listen(tw_reactor *r, const tw_endpoint_spec *spec, tw_factory *fact
 
 /* ---- tls: clients */
 
-int tw__tls_client_new(const tw_endpoint_spec *spec, tw_factory *user, tw_protocol *ready_made,
-                       tw__tls_client **out, tw_factory **factory, unsigned *unwrap,
-                       tw_failure **failure)
+int tw__tls_client_new(const tw_endpoint_spec *spec, tw_tls_context **ctx_cache, tw_factory *user,
+                       tw_protocol *ready_made, tw__tls_client **out, tw_factory **factory,
+                       unsigned *unwrap, tw_failure **failure)
 {
     const tw_endpoint_tls_client *t = tw_endpoint_spec_tls_client(spec);
-    tw_tls_client_options opts = {
-        .hostname = t->tcp.host, .cert_file = t->certificate, .key_file = t->private_key};
-    if (t->trust_roots) {
-        struct stat st;
-        if (stat(t->trust_roots, &st) == 0 && S_ISDIR(st.st_mode))
-            opts.ca_dir = t->trust_roots;
-        else
-            opts.ca_file = t->trust_roots; /* missing: the context says so */
+    int rc;
+    if (!*ctx_cache) {
+        tw_tls_client_options opts = {
+            .hostname = t->tcp.host, .cert_file = t->certificate, .key_file = t->private_key};
+        if (t->trust_roots) {
+            struct stat st;
+            if (stat(t->trust_roots, &st) == 0 && S_ISDIR(st.st_mode))
+                opts.ca_dir = t->trust_roots;
+            else
+                opts.ca_file = t->trust_roots; /* missing: the context says so */
+        }
+        tw_failure *f = NULL;
+        rc = tw_tls_client_context_new(&opts, ctx_cache, &f);
+        if (rc < 0) {
+            *ctx_cache = NULL;
+            tw_protocol_release(ready_made);
+            return context_failed(spec, rc, f, failure);
+        }
     }
-    tw_tls_context *ctx = NULL;
-    tw_failure *f = NULL;
-    int rc = tw_tls_client_context_new(&opts, &ctx, &f);
-    if (rc < 0) {
-        tw_protocol_release(ready_made);
-        return context_failed(spec, rc, f, failure);
-    }
+    tw_tls_context *ctx = tw_tls_context_ref(*ctx_cache);
     bundle *b;
     if ((rc = bundle_new(ctx, user, ready_made, t->tcp.host, &b, failure)) < 0)
         return rc;

@@ -581,3 +581,42 @@ TW_REACTOR_TEST(endpoint_tls_io, allocation_failures_in_listen_and_connect_are_c
         tw_reactor_iterate(r, 0.01);
     drop_certs(&c);
 }
+
+/* One tls: endpoint, connected twice (its context kept between): both work. */
+TW_REACTOR_TEST(endpoint_tls_io, one_endpoint_connects_again)
+{
+    struct certs c;
+    make_certs(&c);
+    tw_factory server, client;
+    tw_factory_init(&server, NULL, &echo_ops, sizeof(struct echo), NULL);
+    tw_factory_init(&client, NULL, &client_ops, sizeof(struct client), NULL);
+    char desc[512];
+    snprintf(desc, sizeof desc, "ssl:0:privateKey=%s/both.pem:interface=127.0.0.1", c.dir);
+    tw_result lr = listen_result(r, desc, &server);
+    cr_assert_null(lr.failure);
+    tw_listening_port *port = tw_result_take(&lr);
+    snprintf(desc, sizeof desc, "tls:localhost:%u:trustRoots=%s/ca.pem", port_of(port), c.dir);
+    tw_endpoint *ep;
+    cr_assert_eq(tw_endpoint_client_from_string(r, desc, &ep, NULL), 0);
+    for (int round = 0; round < 2; round++) {
+        memset(&seen, 0, sizeof seen);
+        tw_deferred *d = tw_endpoint_connect(ep, &client);
+        tw_result res = twtest_wait(r, d);
+        tw_deferred_unref(d);
+        cr_assert_null(res.failure, "round %d: %s", round,
+                       res.failure ? tw_failure_message(res.failure) : "");
+        struct client *cl = res.value;
+        tw_transport_write(cl->base.transport, "hello", 5);
+        spin_until(r, heard_hello, cl);
+        cr_assert_eq(memcmp(cl->heard, "hello", 5), 0, "round %d", round);
+        cr_assert_eq(seen.handshakes, 1, "round %d", round);
+        tw_transport_lose_connection(cl->base.transport);
+        spin_until(r, was_lost, cl);
+        cr_assert_eq(seen.lost_code, TW_ECONNDONE, "round %d", round);
+    }
+    tw_endpoint_free(ep);
+    tw_deferred_unref(tw_listening_port_stop(port));
+    for (int i = 0; i < 10; i++)
+        tw_reactor_iterate(r, 0.01);
+    drop_certs(&c);
+}
