@@ -110,6 +110,11 @@ typedef struct tw_wrapper_hooks {
     /* Default: the real transport's. A wrapper that holds bytes of its own
      * (TLS before its handshake) adds them. */
     size_t (*write_buffer_size)(const tw_wrapper *w);
+
+    /* The real transport's end of file ends the connection even when the
+     * wrapped protocol can half-close (TLS: an end of file under it is a
+     * truncation, not the peer closing its half). */
+    bool no_half_close;
 } tw_wrapper_hooks;
 
 /* Embed it first in an implementation's own struct (wrapper_size below). */

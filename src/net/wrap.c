@@ -384,7 +384,8 @@ static tw_wrapper *wrapper_alloc(size_t size)
 /* Fills a zeroed wrapper around wrapped. */
 static void wrapper_setup(tw_wrapper *w, const tw_wrapper_hooks *hooks, tw_protocol *wrapped)
 {
-    bool half_close = wrapped->ops && wrapped->ops->read_connection_lost;
+    bool half_close =
+        !(hooks && hooks->no_half_close) && wrapped->ops && wrapped->ops->read_connection_lost;
     tw_protocol_init(&w->base, half_close ? &wrapper_half_close_ops : &wrapper_ops);
     tw_transport_init(&w->transport, &wrapper_transport_ops, NULL);
     w->wrapped = wrapped;

@@ -443,6 +443,7 @@ static const tw_wrapper_hooks tls_hooks = {
     .lose_connection = tls_lose_connection,
     .abort_connection = tls_abort_connection,
     .write_buffer_size = tls_write_buffer_size,
+    .no_half_close = true,
 };
 
 static int conn_init(tls_conn *c, tw_tls_context *ctx, const char *hostname)

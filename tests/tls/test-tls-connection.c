@@ -317,3 +317,43 @@ TW_REACTOR_TEST(tls, abort_and_queries_on_plain)
     tw_tls_context_unref(cctx);
     tt_pki_free(pki);
 }
+
+static int half_closes;
+
+static void count_half_close(tw_protocol *p)
+{
+    (void)p;
+    half_closes++;
+}
+
+TW_REACTOR_TEST(tls, truncation_is_a_loss_even_for_half_closing_protocols)
+{
+    /* An end of file under TLS without close_notify is a truncation: a
+     * protocol that can half-close must not take it for the peer closing
+     * its half. */
+    static const tw_protocol_ops half_ops = {
+        .connection_made = tt_made,
+        .data_received = tt_data,
+        .connection_lost = tt_lost,
+        .read_connection_lost = count_half_close,
+        .handshake_completed = tt_hs,
+        .free = tt_free,
+    };
+    tt_pki *pki = tt_pki_new();
+    tw_tls_context *sctx = tt_server_ctx(&pki->server, NULL);
+    tw_tls_context *cctx = tt_client_ctx(pki, NULL);
+    tt_pair pp;
+    tt_pair_init(&pp);
+    pp.side[0].f.protocol_ops = &half_ops;
+    half_closes = 0;
+    tt_listen(r, &pp, sctx);
+    tt_connect(r, &pp, cctx, NULL);
+    cr_assert(tt_run_until(r, hs_both, pp.side));
+    tw_transport_abort_connection(pp.side[1].p->transport);
+    tt_pair_finish(r, &pp);
+    cr_assert_eq(half_closes, 0);
+    cr_assert_eq(pp.side[0].lost_code, TW_ECONNLOST, "%s", pp.side[0].lost_msg);
+    tw_tls_context_unref(sctx);
+    tw_tls_context_unref(cctx);
+    tt_pki_free(pki);
+}

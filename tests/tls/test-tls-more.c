@@ -312,3 +312,121 @@ TW_TEST(tls_more, context_allocation_failure)
     }
     tt_pki_free(pki);
 }
+
+/* ---- Flow control through TLS: a client that stops reading pauses the
+ * server's producer; reading again resumes it, and everything arrives. */
+
+#define FLOW_CHUNK 16384
+#define FLOW_TOTAL (8u << 20)
+
+struct flow {
+    tw_producer producer;
+    tw_protocol *p;
+    size_t left;
+    bool paused;
+    int pauses, resumes;
+    size_t max_buffered;
+};
+
+static struct flow flow;
+
+static void flow_produce(void)
+{
+    static char chunk[FLOW_CHUNK];
+    while (!flow.paused && flow.left > 0 && flow.p) {
+        size_t n = flow.left < FLOW_CHUNK ? flow.left : FLOW_CHUNK;
+        cr_assert_eq(tw_transport_write(flow.p->transport, chunk, n), 0);
+        flow.left -= n;
+        size_t b = tw_transport_write_buffer_size(flow.p->transport);
+        if (b > flow.max_buffered)
+            flow.max_buffered = b;
+    }
+    if (flow.left == 0 && flow.p)
+        tw_transport_unregister_producer(flow.p->transport);
+}
+
+static void flow_pause(tw_producer *p)
+{
+    (void)p;
+    flow.paused = true;
+    flow.pauses++;
+}
+
+static void flow_resume(tw_producer *p)
+{
+    (void)p;
+    flow.paused = false;
+    flow.resumes++;
+    flow_produce();
+}
+
+static const tw_producer_ops flow_ops = {.pause_producing = flow_pause,
+                                         .resume_producing = flow_resume};
+
+static void flow_server_hs(tt_side *s, tw_protocol *p)
+{
+    (void)s;
+    flow.p = p;
+    flow.producer.ops = &flow_ops;
+    cr_assert_eq(tw_transport_register_producer(p->transport, &flow.producer, true), 0);
+    flow_produce();
+}
+
+static void flow_client_hs(tt_side *s, tw_protocol *p)
+{
+    (void)s;
+    tw_transport_pause_producing(p->transport); /* a reader that stops */
+}
+
+static bool flow_paused(void *arg)
+{
+    (void)arg;
+    return flow.pauses > 0;
+}
+
+static size_t flow_received;
+
+static void flow_count(tt_side *s, tw_protocol *p, const char *d, size_t n)
+{
+    (void)s, (void)p, (void)d;
+    flow_received += n;
+}
+
+static bool flow_all_in(void *arg)
+{
+    (void)arg;
+    return flow_received == FLOW_TOTAL;
+}
+
+TW_REACTOR_TEST(tls_more, slow_reader_pauses_the_producer)
+{
+    tt_pki *pki = tt_pki_new();
+    tw_tls_context *sctx = tt_server_ctx(&pki->server, NULL);
+    tw_tls_context *cctx = tt_client_ctx(pki, NULL);
+    tt_pair pp;
+    tt_pair_init(&pp);
+    memset(&flow, 0, sizeof flow);
+    flow.left = FLOW_TOTAL;
+    pp.side[0].on_hs = flow_server_hs;
+    pp.side[1].on_hs = flow_client_hs;
+    pp.side[1].on_data = flow_count;
+    flow_received = 0;
+    tt_listen(r, &pp, sctx);
+    tt_connect(r, &pp, cctx, NULL);
+    cr_assert(tt_run_until(r, flow_paused, NULL), "the producer was never paused");
+    for (int i = 0; i < 20; i++)
+        tw_reactor_iterate(r, 0.01);
+    cr_assert(flow.paused);
+    cr_assert_gt(flow.left, 0, "the stalled reader did not hold the writer back");
+    cr_assert_leq(flow.max_buffered, TW_TRANSPORT_HIGH_WATER + 2 * FLOW_CHUNK, "buffered %zu bytes",
+                  flow.max_buffered);
+    /* Read again: the producer resumes and every byte arrives. */
+    tw_transport_resume_producing(pp.side[1].p->transport);
+    cr_assert(tt_run_until(r, flow_all_in, NULL), "received %zu of %u", flow_received, FLOW_TOTAL);
+    cr_assert_gt(flow.resumes, 0);
+    tw_transport_lose_connection(pp.side[0].p->transport);
+    tt_pair_finish(r, &pp);
+    tw_tls_context_unref(sctx);
+    tw_tls_context_unref(cctx);
+    tt_pki_free(pki);
+}
