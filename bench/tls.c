@@ -7,7 +7,8 @@
  *              tcp: against ssl: (TLS 1.3, P-256 ECDSA certificate)
  *   idle       2,000 connections, each after one round trip (so the TLS
  *              handshake is done), left idle: the server's resident memory
- *              growth per connection, tcp: against ssl:
+ *              growth per connection, tcp: against ssl: (and nginx's, master
+ *              and worker, for TLS connections that made one HTTP request)
  *   handshake  16 connections at a time, each closed once its handshake
  *              completes (full handshakes: no resumption), for SECONDS:
  *              handshakes per second and the server's CPU per handshake,
@@ -110,6 +111,8 @@ static void start_echo_server(struct server *s, bool tls)
     if (s->pid == 0) {
         dup2(fds[1], 1);
         close(fds[0]);
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 2);
         execl(exe, exe, desc, "--quiet", (char *)NULL);
         _exit(127);
     }
@@ -177,6 +180,21 @@ static long rss_kib(pid_t pid)
     return kib;
 }
 
+/* The process and its children (nginx's master and worker). */
+static long rss_tree_kib(pid_t pid)
+{
+    char path[96];
+    long kib = rss_kib(pid);
+    snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)pid, (int)pid);
+    FILE *f = fopen(path, "r");
+    int child;
+    while (f && fscanf(f, "%d", &child) == 1)
+        kib += rss_kib(child);
+    if (f)
+        fclose(f);
+    return kib;
+}
+
 /* ---- The client */
 
 enum mode { ECHO_LOOP, ONE_ROUND, HANDSHAKE };
@@ -189,13 +207,17 @@ struct run {
     long rounds, handshakes, failures;
     long idle_ready; /* ONE_ROUND: connections that made their round trip */
     bool stopping;
-    tw_protocol *idle[IDLE_CONNS];
-    size_t nidle;
+    struct conn *live[IDLE_CONNS + 64]; /* every connection made and not yet lost */
+    size_t nlive;
+    long inflight; /* connects started, neither made nor failed yet */
+    bool http;     /* the server is nginx: a request instead of an echo */
+    char desc[512];
 };
 
 struct conn {
     tw_protocol base;
     size_t got;
+    size_t slot; /* in run->live */
 };
 
 static char msg[MSG];
@@ -205,7 +227,14 @@ static void start_one(struct run *run);
 static void c_made(tw_protocol *p)
 {
     struct run *run = p->factory->data;
-    if (run->mode != HANDSHAKE)
+    struct conn *c = (struct conn *)p;
+    run->inflight--;
+    c->slot = run->nlive;
+    run->live[run->nlive++] = c;
+    static const char request[] = "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    if (run->http && run->mode != HANDSHAKE)
+        tw_transport_write(p->transport, request, sizeof request - 1);
+    else if (run->mode != HANDSHAKE)
         tw_transport_write(p->transport, msg, MSG);
 }
 
@@ -223,13 +252,17 @@ static void c_data(tw_protocol *p, const char *data, size_t len)
     struct conn *c = (struct conn *)p;
     struct run *run = p->factory->data;
     (void)data;
+    if (run->http) { /* nginx's answer: the first bytes of it will do */
+        if (c->got == 0 && run->mode == ONE_ROUND)
+            run->idle_ready++;
+        c->got += len;
+        return;
+    }
     c->got += len;
     while (c->got >= MSG) {
         c->got -= MSG;
         if (run->mode == ONE_ROUND) {
             run->idle_ready++;
-            if (run->nidle < IDLE_CONNS)
-                run->idle[run->nidle++] = p;
             return;
         }
         run->rounds++;
@@ -241,6 +274,9 @@ static void c_data(tw_protocol *p, const char *data, size_t len)
 static void c_lost(tw_protocol *p, tw_failure *reason)
 {
     struct run *run = p->factory->data;
+    struct conn *c = (struct conn *)p;
+    run->live[c->slot] = run->live[--run->nlive];
+    run->live[c->slot]->slot = c->slot;
     int code = tw_failure_code(reason);
     if (code != TW_ECONNDONE && !run->stopping)
         run->failures++;
@@ -256,6 +292,7 @@ static const tw_protocol_ops conn_ops = {.connection_made = c_made,
 static tw_result connect_failed(tw_result res, void *arg)
 {
     struct run *run = arg;
+    run->inflight--;
     run->failures++;
     if (run->failures < 3)
         fprintf(stderr, "bench-tls: %s\n", tw_failure_message(res.failure));
@@ -265,21 +302,29 @@ static tw_result connect_failed(tw_result res, void *arg)
 
 static void start_one(struct run *run)
 {
-    tw_deferred *d = tw_endpoint_connect(run->ep, &run->factory);
+    run->inflight++;
+    /* A tls: endpoint keeps its context, and the context the server's last
+     * session: handshakes are measured full, each with an endpoint of its own. */
+    tw_endpoint *fresh = NULL;
+    if (run->mode == HANDSHAKE &&
+        tw_endpoint_client_from_string(run->r, run->desc, &fresh, NULL) < 0)
+        exit(1);
+    tw_deferred *d = tw_endpoint_connect(fresh ? fresh : run->ep, &run->factory);
+    tw_endpoint_free(fresh);
     tw_deferred_add_errback(d, connect_failed, run);
     tw_deferred_unref(d);
 }
 
 static void run_init(struct run *run, tw_reactor *r, unsigned port, bool tls, enum mode mode)
 {
-    char desc[512];
     memset(run, 0, sizeof *run);
+    char *desc = run->desc;
     run->r = r;
     run->mode = mode;
     if (tls)
-        snprintf(desc, sizeof desc, "tls:127.0.0.1:%u:trustRoots=%s/ca.pem", port, certs);
+        snprintf(desc, sizeof run->desc, "tls:127.0.0.1:%u:trustRoots=%s/ca.pem", port, certs);
     else
-        snprintf(desc, sizeof desc, "tcp:127.0.0.1:%u", port);
+        snprintf(desc, sizeof run->desc, "tcp:127.0.0.1:%u", port);
     tw_failure *f;
     if (tw_endpoint_client_from_string(r, desc, &run->ep, &f) < 0) {
         fprintf(stderr, "bench-tls: %s\n", tw_failure_message(f));
@@ -288,24 +333,28 @@ static void run_init(struct run *run, tw_reactor *r, unsigned port, bool tls, en
     tw_factory_init(&run->factory, NULL, &conn_ops, sizeof(struct conn), run);
 }
 
-/* Lets every connection of the run end. */
-static void run_end(struct run *run)
-{
-    run->stopping = true;
-    for (size_t i = 0; i < run->nidle; i++)
-        tw_transport_abort_connection(run->idle[i]->transport);
-    run->nidle = 0;
-    double end = now() + 1;
-    while (now() < end)
-        tw_reactor_iterate(run->r, 0.01);
-    tw_endpoint_free(run->ep);
-}
-
 static void spin(tw_reactor *r, double seconds)
 {
     double end = now() + seconds;
     while (now() < end)
         tw_reactor_iterate(r, 0.01);
+}
+
+/* Lets every connection of the run end. */
+static void run_end(struct run *run)
+{
+    run->stopping = true;
+    for (size_t i = 0; i < run->nlive; i++)
+        tw_transport_abort_connection(run->live[i]->base.transport);
+    double end = now() + 10;
+    while ((run->nlive > 0 || run->inflight > 0) && now() < end) {
+        tw_reactor_iterate(run->r, 0.01);
+        for (size_t i = 0; i < run->nlive; i++) /* made since */
+            tw_transport_abort_connection(run->live[i]->base.transport);
+    }
+    if (run->nlive > 0)
+        fprintf(stderr, "bench-tls: %zu connections still open\n", run->nlive);
+    tw_endpoint_free(run->ep);
 }
 
 /* ---- The measures */
@@ -341,19 +390,24 @@ static struct echo_figures echo_run(tw_reactor *r, bool tls)
     return (struct echo_figures){rounds / dt, cpu / (double)(total ? total : 1) * 1e6};
 }
 
-static double idle_run(tw_reactor *r, bool tls)
+/* kind: 0 echo-server tcp:, 1 echo-server ssl:, 2 nginx (TLS) */
+static double idle_run(tw_reactor *r, int kind)
 {
     struct server s;
     struct run run;
-    start_echo_server(&s, tls);
-    run_init(&run, r, s.port, tls, ONE_ROUND);
+    if (kind == 2)
+        start_nginx(&s);
+    else
+        start_echo_server(&s, kind == 1);
+    run_init(&run, r, s.port, kind != 0, ONE_ROUND);
+    run.http = kind == 2;
     /* One connection first, so the server's one-off allocations (OpenSSL's
      * tables, the first buffers) are not counted per connection. */
     start_one(&run);
     while (run.idle_ready < 1)
         tw_reactor_iterate(r, 0.01);
     spin(r, 0.2);
-    long before = rss_kib(s.pid);
+    long before = rss_tree_kib(s.pid);
     for (int i = 1; i < IDLE_CONNS; i++) {
         start_one(&run);
         if (i % 100 == 0)
@@ -363,7 +417,7 @@ static double idle_run(tw_reactor *r, bool tls)
     while (run.idle_ready < IDLE_CONNS && now() < end && run.failures == 0)
         tw_reactor_iterate(r, 0.01);
     spin(r, 0.3);
-    long after = rss_kib(s.pid);
+    long after = rss_tree_kib(s.pid);
     long ready = run.idle_ready;
     run_end(&run);
     stop_server(&s);
@@ -449,16 +503,18 @@ int main(int argc, char **argv)
         if (b.cpu_us < tls.cpu_us)
             tls.cpu_us = b.cpu_us;
     }
-    double idle_tcp = 1e18, idle_tls = 1e18;
+    bool nginx = have_nginx();
+    double idle_tcp = 1e18, idle_tls = 1e18, idle_nginx = 1e18;
     for (int i = 0; i < 2; i++) {
-        double a = idle_run(r, false), b = idle_run(r, true);
+        double a = idle_run(r, 0), b = idle_run(r, 1), c = nginx ? idle_run(r, 2) : 0;
         if (a < idle_tcp)
             idle_tcp = a;
         if (b < idle_tls)
             idle_tls = b;
+        if (c < idle_nginx)
+            idle_nginx = c;
     }
     struct hs_figures hs_tw = {0, 1e9}, hs_nginx = {0, 1e9};
-    bool nginx = have_nginx();
     for (int i = 0; i < REPS; i++) {
         struct hs_figures a = handshake_run(r, false);
         if (a.hps > hs_tw.hps)
@@ -486,8 +542,8 @@ int main(int argc, char **argv)
            IDLE_CONNS, idle_tcp, idle_tls, HANDSHAKE_CONNS, hs_tw.hps, hs_tw.cpu_us);
     if (nginx)
         printf(",\"nginx_handshakes_s\":%.0f,\"nginx_handshake_cpu_us\":%.1f,"
-               "\"handshake_cpu_ratio\":%.2f",
-               hs_nginx.hps, hs_nginx.cpu_us, hs_tw.cpu_us / hs_nginx.cpu_us);
+               "\"handshake_cpu_ratio\":%.2f,\"nginx_tls_idle_bytes\":%.0f",
+               hs_nginx.hps, hs_nginx.cpu_us, hs_tw.cpu_us / hs_nginx.cpu_us, idle_nginx);
     printf("}\n");
     return 0;
 }

@@ -334,6 +334,8 @@ tw_failure *tw_endpoint_fail(const tw_endpoint_spec *spec, const char *fmt, ...)
  *                             get_peer / get_host, and a connection whose header
  *                             is malformed, or missing after 10 s, is closed
  *                             (logged) without reaching the factory
+ *                             (haproxy:ssl: reads the header in the clear,
+ *                             then does TLS, as a proxy sends it)
  *   tcp, tcp6 clients         an IP literal: one connect; a name: the hostname
  *                             endpoint (HostnameEndpoint): getaddrinfo on the
  *                             reactor's thread pool, then one attempt per
@@ -357,7 +359,10 @@ tw_failure *tw_endpoint_fail(const tw_endpoint_spec *spec, const char *fmt, ...)
  *                             protocol's connection_made ran (before the
  *                             handshake, as in Twisted: a refused certificate is
  *                             the protocol's connection_lost, TW_ETLSVERIFY) with
- *                             the application's protocol
+ *                             the application's protocol. The client context is
+ *                             made at the endpoint's first connect and kept for
+ *                             its later ones (the trust roots read once; the
+ *                             server's last session resumed)
  * Types registered by other layers plug their own in later. */
 
 typedef struct tw_endpoint tw_endpoint;

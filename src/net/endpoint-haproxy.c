@@ -18,6 +18,7 @@
 #include <twine/wrap.h>
 
 #include "net/endpoint-haproxy.h"
+#include "net/endpoint-tls.h"
 #include "net/net-internal.h"
 
 #define NS "twine.endpoint.haproxy"
@@ -255,7 +256,11 @@ int tw__haproxy_listen(tw_reactor *r, const tw_endpoint_spec *spec, tw_factory *
     tw_wrapping_factory_init(&f->wf, factory, &hp_wrapper_hooks, sizeof(struct hp_wrapper),
                              &hp_factory_hooks);
     f->refs = 1;
-    int rc = tw__endpoint_listen_spec(r, spec->inner, &f->wf.base, &p->inner, failure);
+    /* ssl: the PROXY header comes first, in the clear: our wrappers go
+     * outside TLS's, so ssl listens with our factory around its own. */
+    int rc = spec->inner->kind == TW_ENDPOINT_SSL
+                 ? tw__ssl_listen(r, spec->inner, factory, &f->wf, &p->inner, failure)
+                 : tw__endpoint_listen_spec(r, spec->inner, &f->wf.base, &p->inner, failure);
     if (rc < 0) {
         tw_free(f);
         tw_free(p);

@@ -153,7 +153,7 @@ static void port_stop(tw_listening_port *base)
 static const struct tw__port_ops ssl_port_ops = {.get_host = port_get_host, .stop = port_stop};
 
 int tw__ssl_listen(tw_reactor *r, const tw_endpoint_spec *spec, tw_factory *factory,
-                   tw_listening_port **port, tw_failure **failure)
+                   tw_wrapping_factory *outer, tw_listening_port **port, tw_failure **failure)
 {
     const tw_endpoint_ssl_server *s = tw_endpoint_spec_ssl_server(spec);
     tw_tls_server_options opts = {.cert_file = s->cert_key,
@@ -181,7 +181,12 @@ int tw__ssl_listen(tw_reactor *r, const tw_endpoint_spec *spec, tw_factory *fact
         *failure = tw_failure_new(rc, NULL, "%s: bad address", spec->type);
     } else {
         tw_listen_options lo = {.backlog = s->tcp.backlog};
-        rc = tw_listen_stream(r, &addr, &lo, &b->count.base, &p->inner);
+        tw_factory *listening = &b->count.base;
+        if (outer) {
+            outer->wrapped = &b->count.base;
+            listening = &outer->base;
+        }
+        rc = tw_listen_stream(r, &addr, &lo, listening, &p->inner);
         if (rc < 0)
             *failure =
                 tw_failure_new(rc, NULL, "%s: cannot listen on %s: %s", spec->type,
@@ -200,27 +205,31 @@ int tw__ssl_listen(tw_reactor *r, const tw_endpoint_spec *spec, tw_factory *fact
 
 /* ---- tls: clients */
 
-int tw__tls_client_new(const tw_endpoint_spec *spec, tw_factory *user, tw_protocol *ready_made,
-                       tw__tls_client **out, tw_factory **factory, unsigned *unwrap,
-                       tw_failure **failure)
+int tw__tls_client_new(const tw_endpoint_spec *spec, tw_tls_context **ctx_cache, tw_factory *user,
+                       tw_protocol *ready_made, tw__tls_client **out, tw_factory **factory,
+                       unsigned *unwrap, tw_failure **failure)
 {
     const tw_endpoint_tls_client *t = tw_endpoint_spec_tls_client(spec);
-    tw_tls_client_options opts = {
-        .hostname = t->tcp.host, .cert_file = t->certificate, .key_file = t->private_key};
-    if (t->trust_roots) {
-        struct stat st;
-        if (stat(t->trust_roots, &st) == 0 && S_ISDIR(st.st_mode))
-            opts.ca_dir = t->trust_roots;
-        else
-            opts.ca_file = t->trust_roots; /* missing: the context says so */
+    int rc;
+    if (!*ctx_cache) {
+        tw_tls_client_options opts = {
+            .hostname = t->tcp.host, .cert_file = t->certificate, .key_file = t->private_key};
+        if (t->trust_roots) {
+            struct stat st;
+            if (stat(t->trust_roots, &st) == 0 && S_ISDIR(st.st_mode))
+                opts.ca_dir = t->trust_roots;
+            else
+                opts.ca_file = t->trust_roots; /* missing: the context says so */
+        }
+        tw_failure *f = NULL;
+        rc = tw_tls_client_context_new(&opts, ctx_cache, &f);
+        if (rc < 0) {
+            *ctx_cache = NULL;
+            tw_protocol_release(ready_made);
+            return context_failed(spec, rc, f, failure);
+        }
     }
-    tw_tls_context *ctx = NULL;
-    tw_failure *f = NULL;
-    int rc = tw_tls_client_context_new(&opts, &ctx, &f);
-    if (rc < 0) {
-        tw_protocol_release(ready_made);
-        return context_failed(spec, rc, f, failure);
-    }
+    tw_tls_context *ctx = tw_tls_context_ref(*ctx_cache);
     bundle *b;
     if ((rc = bundle_new(ctx, user, ready_made, t->tcp.host, &b, failure)) < 0)
         return rc;

@@ -32,6 +32,7 @@
 struct tw_endpoint {
     tw_reactor *reactor;
     tw_endpoint_spec *spec;
+    tw_tls_context *tls_ctx; /* tls: made at the first connect, shared by the later ones */
 };
 
 static int from_string(tw_reactor *r, tw_endpoint_role role, const char *description,
@@ -64,7 +65,7 @@ static int from_string(tw_reactor *r, tw_endpoint_role role, const char *descrip
             *failure = tw_failure_new(TW_ENOMEM, NULL, NULL);
         return TW_ENOMEM;
     }
-    *ep = (tw_endpoint){.reactor = r, .spec = spec};
+    *ep = (tw_endpoint){.reactor = r, .spec = spec, .tls_ctx = NULL};
     *out = ep;
     return 0;
 }
@@ -86,6 +87,7 @@ void tw_endpoint_free(tw_endpoint *ep)
     if (!ep)
         return;
     tw_endpoint_spec_free(ep->spec);
+    tw_tls_context_unref(ep->tls_ctx);
     tw_free(ep);
 }
 
@@ -183,7 +185,7 @@ static int listen_spec(tw_reactor *r, const tw_endpoint_spec *spec, tw_factory *
     case TW_ENDPOINT_HAPROXY:
         return tw__haproxy_listen(r, spec, factory, port, failure);
     case TW_ENDPOINT_SSL:
-        return tw__ssl_listen(r, spec, factory, port, failure);
+        return tw__ssl_listen(r, spec, factory, NULL, port, failure);
     default:
         rc = TW_ENOTSUP;
         break;
@@ -642,7 +644,8 @@ static tw_deferred *connect_with(tw_endpoint *ep, tw_factory *user, tw_protocol 
     unsigned unwrap = 0;
     if (ep->spec->kind == TW_ENDPOINT_TLS) {
         tw_failure *f = NULL;
-        if (tw__tls_client_new(ep->spec, user, ready_made, &tls, &user, &unwrap, &f) < 0)
+        if (tw__tls_client_new(ep->spec, &ep->tls_ctx, user, ready_made, &tls, &user, &unwrap, &f) <
+            0)
             return tw_fail(f);
         ready_made = NULL;
     }

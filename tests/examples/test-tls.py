@@ -224,6 +224,18 @@ task.react(main)
         status, out, err = srv.stop()
         self.assertEqual(status, 0, err)
 
+    def test_haproxy_ssl_reads_the_proxy_header_then_tls(self):
+        srv = ex.Server("echo-server", f"haproxy:ssl:0:privateKey={path('server.key')}:"
+                        f"certKey={path('server.pem')}:interface=127.0.0.1")
+        ctx = ssl.create_default_context(cafile=path("ca.pem"))
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as raw:
+            raw.sendall(b"PROXY TCP4 203.0.113.7 127.0.0.1 4444 443\r\n")
+            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                s.sendall(b"behind a proxy")
+                self.assertEqual(s.recv(100), b"behind a proxy")
+        status, out, err = srv.stop()
+        self.assertEqual(status, 0, err)
+
     def test_missing_key_file_is_a_clear_error(self):
         status, out, err = ex.run("echo-server", "ssl:0:privateKey=/nonexistent/key.pem")
         self.assertNotEqual(status, 0)

@@ -514,3 +514,109 @@ TW_REACTOR_TEST(endpoint_tls_io, connect_protocol_under_tls)
         tw_reactor_iterate(r, 0.01);
     drop_certs(&c);
 }
+
+/* Every allocation of listen and connect may fail: the deferred then fails
+ * with TW_ENOMEM and nothing leaks (ASan checks); once enough succeed, the
+ * endpoint works. */
+TW_REACTOR_TEST(endpoint_tls_io, allocation_failures_in_listen_and_connect_are_clean)
+{
+    struct certs c;
+    make_certs(&c);
+    tw_factory server, client;
+    tw_factory_init(&server, NULL, &echo_ops, sizeof(struct echo), NULL);
+    tw_factory_init(&client, NULL, &client_ops, sizeof(struct client), NULL);
+    char desc[512];
+    snprintf(desc, sizeof desc, "ssl:0:privateKey=%s/both.pem:interface=127.0.0.1", c.dir);
+    tw_endpoint *ep;
+    cr_assert_eq(tw_endpoint_server_from_string(r, desc, &ep, NULL), 0);
+    tw_listening_port *port = NULL;
+    for (long n = 0; !port; n++) {
+        cr_assert_lt(n, 200);
+        tw_testing_fail_alloc_after(n);
+        tw_deferred *d = tw_endpoint_listen(ep, &server);
+        tw_testing_fail_alloc_off();
+        if (!d)
+            continue; /* not even a failed deferred could be made */
+        tw_result res = twtest_wait(r, d);
+        tw_deferred_unref(d);
+        if (res.failure) {
+            cr_assert_eq(tw_failure_code(res.failure), TW_ENOMEM, "%s",
+                         tw_failure_message(res.failure));
+            tw_result_release(&res);
+            continue;
+        }
+        port = tw_result_take(&res);
+    }
+    tw_endpoint_free(ep);
+
+    snprintf(desc, sizeof desc, "tls:127.0.0.1:%u:trustRoots=%s/ca.pem", port_of(port), c.dir);
+    cr_assert_eq(tw_endpoint_client_from_string(r, desc, &ep, NULL), 0);
+    struct client *cl = NULL;
+    for (long n = 0; !cl; n++) {
+        cr_assert_lt(n, 200);
+        tw_testing_fail_alloc_after(n);
+        tw_deferred *d = tw_endpoint_connect(ep, &client);
+        tw_testing_fail_alloc_off();
+        if (!d)
+            continue; /* not even a failed deferred could be made */
+        tw_result res = twtest_wait(r, d);
+        tw_deferred_unref(d);
+        if (res.failure) {
+            cr_assert_eq(tw_failure_code(res.failure), TW_ENOMEM, "%s",
+                         tw_failure_message(res.failure));
+            tw_result_release(&res);
+            cr_assert_eq(client.users, 0, "the factory is stopped after a failed connect");
+            continue;
+        }
+        cl = res.value;
+    }
+    tw_endpoint_free(ep);
+    tw_transport_write(cl->base.transport, "hello", 5);
+    spin_until(r, heard_hello, cl);
+    cr_assert_eq(memcmp(cl->heard, "hello", 5), 0);
+    tw_transport_lose_connection(cl->base.transport);
+    spin_until(r, was_lost, cl);
+    tw_deferred_unref(tw_listening_port_stop(port));
+    for (int i = 0; i < 10; i++)
+        tw_reactor_iterate(r, 0.01);
+    drop_certs(&c);
+}
+
+/* One tls: endpoint, connected twice (its context kept between): both work. */
+TW_REACTOR_TEST(endpoint_tls_io, one_endpoint_connects_again)
+{
+    struct certs c;
+    make_certs(&c);
+    tw_factory server, client;
+    tw_factory_init(&server, NULL, &echo_ops, sizeof(struct echo), NULL);
+    tw_factory_init(&client, NULL, &client_ops, sizeof(struct client), NULL);
+    char desc[512];
+    snprintf(desc, sizeof desc, "ssl:0:privateKey=%s/both.pem:interface=127.0.0.1", c.dir);
+    tw_result lr = listen_result(r, desc, &server);
+    cr_assert_null(lr.failure);
+    tw_listening_port *port = tw_result_take(&lr);
+    snprintf(desc, sizeof desc, "tls:localhost:%u:trustRoots=%s/ca.pem", port_of(port), c.dir);
+    tw_endpoint *ep;
+    cr_assert_eq(tw_endpoint_client_from_string(r, desc, &ep, NULL), 0);
+    for (int round = 0; round < 2; round++) {
+        memset(&seen, 0, sizeof seen);
+        tw_deferred *d = tw_endpoint_connect(ep, &client);
+        tw_result res = twtest_wait(r, d);
+        tw_deferred_unref(d);
+        cr_assert_null(res.failure, "round %d: %s", round,
+                       res.failure ? tw_failure_message(res.failure) : "");
+        struct client *cl = res.value;
+        tw_transport_write(cl->base.transport, "hello", 5);
+        spin_until(r, heard_hello, cl);
+        cr_assert_eq(memcmp(cl->heard, "hello", 5), 0, "round %d", round);
+        cr_assert_eq(seen.handshakes, 1, "round %d", round);
+        tw_transport_lose_connection(cl->base.transport);
+        spin_until(r, was_lost, cl);
+        cr_assert_eq(seen.lost_code, TW_ECONNDONE, "round %d", round);
+    }
+    tw_endpoint_free(ep);
+    tw_deferred_unref(tw_listening_port_stop(port));
+    for (int i = 0; i < 10; i++)
+        tw_reactor_iterate(r, 0.01);
+    drop_certs(&c);
+}
