@@ -128,7 +128,10 @@ int tw_tls_context_reload(tw_tls_context *ctx, tw_failure **failure);
  * give &tf->wf.base to a port or a connector. hostname (client contexts
  * only, may be NULL) overrides the context's for the name to verify and
  * send. tw_tls_factory_init takes a reference to ctx; tw_tls_factory_cleanup
- * drops it (after the last connection using the factory is gone). */
+ * drops it, after the last connection using the factory is gone: a factory
+ * that may outlive its port is kept by its connections with
+ * tw_wrapping_factory_keep(&tf->wf, release) (wrap.h), release calling
+ * cleanup and freeing it (the ssl: and tls: endpoints do). */
 typedef struct tw_tls_factory {
     tw_wrapping_factory wf;
     /* Private. */

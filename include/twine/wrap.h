@@ -132,6 +132,7 @@ struct tw_wrapper {
     bool lost;               /* the wrapper's connection is lost */
     bool listed;             /* in wfactory's list */
     bool counted;            /* wfactory's unregister_protocol is still owed */
+    bool holds_factory;      /* holds a reference to wfactory (tw_wrapping_factory_keep) */
     tw_failure *lost_reason; /* tw_wrapper_set_lost_reason's, or NULL */
 };
 
@@ -226,6 +227,8 @@ struct tw_wrapping_factory {
     tw_wrapper *head; /* connected wrappers, oldest first */
     tw_wrapper *tail;
     size_t connected;
+    unsigned refs; /* with keep: the owner's, each wrapper's, each build in progress */
+    void (*release)(tw_wrapping_factory *wf);
 };
 
 /* wrapped must outlive wf. wrapper_hooks, hooks may be NULL; wrapper_size as
@@ -233,6 +236,17 @@ struct tw_wrapping_factory {
 void tw_wrapping_factory_init(tw_wrapping_factory *wf, tw_factory *wrapped,
                               const tw_wrapper_hooks *wrapper_hooks, size_t wrapper_size,
                               const tw_wrapping_factory_hooks *hooks);
+
+/* ---- Lifetime, for a factory its connections may outlive the owner of (a
+ * port stopped while its connections go on: the haproxy and ssl endpoints).
+ * keep makes the owner's reference and says how to free the factory; from
+ * then on every wrapper the factory builds holds a reference until it is
+ * released, and so does every build in progress (a build_protocol may stop
+ * the port). drop lets go of the owner's; the last reference calls
+ * release(wf), which frees the factory's memory (and what it owns). A factory
+ * nobody keeps is the caller's to free, after its last connection. */
+void tw_wrapping_factory_keep(tw_wrapping_factory *wf, void (*release)(tw_wrapping_factory *wf));
+void tw_wrapping_factory_drop(tw_wrapping_factory *wf);
 
 /* The wrapping factory whose base is f, or NULL when f is not one. */
 tw_wrapping_factory *tw_wrapping_factory_from_factory(tw_factory *f);

@@ -7,8 +7,8 @@
  * protocol sees anything.
  *
  * The endpoint's port is a small port of its own around the inner one, so
- * that stopping it also lets go of the wrapping factory; the factory lives on
- * until the last wrapped connection is gone (it is counted like them). */
+ * that stopping it also lets go of the wrapping factory, which lives on until
+ * the last wrapped connection is gone (tw_wrapping_factory_keep). */
 #include <string.h>
 
 #include <twine/buffer.h>
@@ -23,30 +23,23 @@
 
 #define NS "twine.endpoint.haproxy"
 
-struct hp_factory {
-    tw_wrapping_factory wf;
-    unsigned refs; /* the port, and each wrapper init counted */
-};
-
 struct hp_wrapper {
     tw_wrapper w;
     tw_rbuf head;      /* the header so far, when it spans reads */
     tw_timer deadline; /* the header must be whole by then */
     tw_address peer, host;
     bool have_addresses; /* the header named them (PROXY, not LOCAL) */
-    bool counted;        /* holds a reference to its factory */
 };
 
 struct hp_port {
     tw_listening_port base;
     tw_listening_port *inner;
-    struct hp_factory *factory;
+    tw_wrapping_factory *factory;
 };
 
-static void factory_unref(struct hp_factory *f)
+static void free_factory(tw_wrapping_factory *wf)
 {
-    if (--f->refs == 0)
-        tw_free(f);
+    tw_free(wf);
 }
 
 /* The proxy's own address (the connection's real peer), for logs. */
@@ -171,8 +164,6 @@ static void hp_free(tw_wrapper *w)
 {
     struct hp_wrapper *h = (struct hp_wrapper *)w;
     tw_rbuf_clear(&h->head);
-    if (h->counted)
-        factory_unref((struct hp_factory *)w->wfactory);
 }
 
 static int hp_get_peer(const tw_wrapper *w, tw_address *out)
@@ -205,26 +196,12 @@ static const tw_wrapper_hooks hp_wrapper_hooks = {
 static int hp_init(tw_wrapping_factory *wf, tw_wrapper *w)
 {
     struct hp_wrapper *h = (struct hp_wrapper *)w;
+    (void)wf;
     tw_rbuf_init(&h->head, TW_PROXY_MAX);
-    h->counted = true;
-    ((struct hp_factory *)wf)->refs++;
     return 0;
 }
 
-/* The application's build_protocol may stop the port, dropping the port's
- * reference to this factory: hold one across the build (hp_init has taken
- * the new wrapper's own by the time it returns). */
-static tw_protocol *hp_build(tw_wrapping_factory *wf, const tw_address *addr)
-{
-    struct hp_factory *f = (struct hp_factory *)wf;
-    f->refs++;
-    tw_protocol *p = tw_wrapping_factory_build(wf, addr);
-    factory_unref(f);
-    return p;
-}
-
-static const tw_wrapping_factory_hooks hp_factory_hooks = {.build_protocol = hp_build,
-                                                           .init = hp_init};
+static const tw_wrapping_factory_hooks hp_factory_hooks = {.init = hp_init};
 
 static int port_get_host(const tw_listening_port *base, tw_address *out)
 {
@@ -236,7 +213,7 @@ static void port_stop(tw_listening_port *base)
 {
     struct hp_port *p = (struct hp_port *)base;
     tw_deferred_unref(tw_listening_port_stop(p->inner));
-    factory_unref(p->factory);
+    tw_wrapping_factory_drop(p->factory);
     tw_free(p);
 }
 
@@ -245,7 +222,7 @@ static const struct tw__port_ops hp_port_ops = {.get_host = port_get_host, .stop
 int tw__haproxy_listen(tw_reactor *r, const tw_endpoint_spec *spec, tw_factory *factory,
                        tw_listening_port **port, tw_failure **failure)
 {
-    struct hp_factory *f = tw_calloc(1, sizeof *f);
+    tw_wrapping_factory *f = tw_calloc(1, sizeof *f);
     struct hp_port *p = tw_calloc(1, sizeof *p);
     if (!f || !p) {
         tw_free(f);
@@ -253,14 +230,14 @@ int tw__haproxy_listen(tw_reactor *r, const tw_endpoint_spec *spec, tw_factory *
         *failure = tw_failure_new(TW_ENOMEM, NULL, NULL);
         return TW_ENOMEM;
     }
-    tw_wrapping_factory_init(&f->wf, factory, &hp_wrapper_hooks, sizeof(struct hp_wrapper),
+    tw_wrapping_factory_init(f, factory, &hp_wrapper_hooks, sizeof(struct hp_wrapper),
                              &hp_factory_hooks);
-    f->refs = 1;
+    tw_wrapping_factory_keep(f, free_factory);
     /* ssl: the PROXY header comes first, in the clear: our wrappers go
      * outside TLS's, so ssl listens with our factory around its own. */
     int rc = spec->inner->kind == TW_ENDPOINT_SSL
-                 ? tw__ssl_listen(r, spec->inner, factory, &f->wf, &p->inner, failure)
-                 : tw__endpoint_listen_spec(r, spec->inner, &f->wf.base, &p->inner, failure);
+                 ? tw__ssl_listen(r, spec->inner, factory, f, &p->inner, failure)
+                 : tw__endpoint_listen_spec(r, spec->inner, &f->base, &p->inner, failure);
     if (rc < 0) {
         tw_free(f);
         tw_free(p);

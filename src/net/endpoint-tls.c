@@ -3,12 +3,9 @@
  *
  * The TLS factory and its context must outlive every connection they made,
  * and the port (or connect operation) may go long before those connections
- * do. So the TLS factory sits in a heap bundle under one more wrapping
- * factory of our own, whose wrappers do nothing but count themselves (as
- * haproxy's do): the bundle goes when its owner (the port, the connect
- * operation) has let go and the last counted wrapper is released. That
- * wrapper is the outermost one, so by then the TLS wrapper inside it is gone
- * too. */
+ * do. So the TLS factory lives in a heap bundle that its connections keep
+ * (tw_wrapping_factory_keep): the bundle goes when its owner (the port, the
+ * connect operation) has let go and the last TLS wrapper is released. */
 #include <string.h>
 #include <sys/stat.h>
 
@@ -22,57 +19,27 @@
 
 #define NS "twine.endpoint.tls"
 
-struct tw__tls_client {        /* the bundle, for servers too */
-    tw_wrapping_factory count; /* outermost; what ports and connectors see */
-    tw_tls_factory tls;        /* wraps `once` or the application's factory */
-    tw_factory once;           /* connect_protocol: hands out `ready` once */
+struct tw__tls_client { /* the bundle, for servers too */
+    tw_tls_factory tls; /* first: its wrapping factory is what ports and connectors see */
+    tw_factory once;    /* connect_protocol: hands out `ready` once */
     tw_protocol *ready;
-    tw_tls_context *ctx;
-    unsigned refs; /* the owner, and each counted wrapper */
-    bool tls_made;
 };
 
 typedef struct tw__tls_client bundle;
 
-static void bundle_unref(bundle *b)
+static void bundle_free(tw_wrapping_factory *wf)
 {
-    if (--b->refs > 0)
-        return;
-    if (b->tls_made)
-        tw_tls_factory_cleanup(&b->tls);
-    tw_tls_context_unref(b->ctx);
+    bundle *b = (bundle *)wf;
+    tw_tls_factory_cleanup(&b->tls);
     tw_protocol_release(b->ready); /* never handed over */
     tw_free(b);
 }
 
-static void count_free(tw_wrapper *w)
+/* Lets go of the owner's reference. */
+static void bundle_drop(bundle *b)
 {
-    bundle_unref((bundle *)w->wfactory);
+    tw_wrapping_factory_drop(&b->tls.wf);
 }
-
-/* Every wrapper set up is released through count_free, whether or not it
- * ever connected: count it here, where every one of them passes. */
-static int count_init(tw_wrapping_factory *wf, tw_wrapper *w)
-{
-    (void)w;
-    ((bundle *)wf)->refs++;
-    return 0;
-}
-
-/* The application's build_protocol may stop the port, dropping its
- * reference: hold one across the build. */
-static tw_protocol *count_build(tw_wrapping_factory *wf, const tw_address *addr)
-{
-    bundle *b = (bundle *)wf;
-    b->refs++;
-    tw_protocol *p = tw_wrapping_factory_build(wf, addr);
-    bundle_unref(b);
-    return p;
-}
-
-static const tw_wrapper_hooks count_wrapper_hooks = {.free = count_free};
-static const tw_wrapping_factory_hooks count_factory_hooks = {.build_protocol = count_build,
-                                                              .init = count_init};
 
 static tw_protocol *once_build(tw_factory *f, const tw_address *addr)
 {
@@ -96,22 +63,20 @@ static int bundle_new(tw_tls_context *ctx, tw_factory *inner, tw_protocol *ready
         *failure = tw_failure_new(TW_ENOMEM, NULL, NULL);
         return TW_ENOMEM;
     }
-    b->refs = 1;
-    b->ctx = ctx;
     b->ready = ready;
     if (!inner) {
         tw_factory_init(&b->once, &once_ops, NULL, 0, b);
         inner = &b->once;
     }
     int rc = tw_tls_factory_init(&b->tls, ctx, inner, hostname);
+    tw_tls_context_unref(ctx); /* the factory holds its own reference */
     if (rc < 0) {
-        bundle_unref(b);
+        tw_protocol_release(ready);
+        tw_free(b);
         *failure = tw_failure_new(rc, NULL, "TLS factory: %s", tw_strerror(rc));
         return rc;
     }
-    b->tls_made = true;
-    tw_wrapping_factory_init(&b->count, &b->tls.wf.base, &count_wrapper_hooks, sizeof(tw_wrapper),
-                             &count_factory_hooks);
+    tw_wrapping_factory_keep(&b->tls.wf, bundle_free);
     *out = b;
     return 0;
 }
@@ -146,7 +111,7 @@ static void port_stop(tw_listening_port *base)
 {
     struct ssl_port *p = (struct ssl_port *)base;
     tw_deferred_unref(tw_listening_port_stop(p->inner));
-    bundle_unref(p->bundle);
+    bundle_drop(p->bundle);
     tw_free(p);
 }
 
@@ -170,7 +135,7 @@ int tw__ssl_listen(tw_reactor *r, const tw_endpoint_spec *spec, tw_factory *fact
         return rc;
     struct ssl_port *p = tw_calloc(1, sizeof *p);
     if (!p) {
-        bundle_unref(b);
+        bundle_drop(b);
         *failure = tw_failure_new(TW_ENOMEM, NULL, NULL);
         return TW_ENOMEM;
     }
@@ -181,9 +146,9 @@ int tw__ssl_listen(tw_reactor *r, const tw_endpoint_spec *spec, tw_factory *fact
         *failure = tw_failure_new(rc, NULL, "%s: bad address", spec->type);
     } else {
         tw_listen_options lo = {.backlog = s->tcp.backlog};
-        tw_factory *listening = &b->count.base;
+        tw_factory *listening = &b->tls.wf.base;
         if (outer) {
-            outer->wrapped = &b->count.base;
+            outer->wrapped = &b->tls.wf.base;
             listening = &outer->base;
         }
         rc = tw_listen_stream(r, &addr, &lo, listening, &p->inner);
@@ -193,7 +158,7 @@ int tw__ssl_listen(tw_reactor *r, const tw_endpoint_spec *spec, tw_factory *fact
                                tw_address_format(&addr, where, sizeof where), tw_strerror(rc));
     }
     if (rc < 0) {
-        bundle_unref(b);
+        bundle_drop(b);
         tw_free(p);
         return rc;
     }
@@ -207,7 +172,7 @@ int tw__ssl_listen(tw_reactor *r, const tw_endpoint_spec *spec, tw_factory *fact
 
 int tw__tls_client_new(const tw_endpoint_spec *spec, tw_tls_context **ctx_cache, tw_factory *user,
                        tw_protocol *ready_made, tw__tls_client **out, tw_factory **factory,
-                       unsigned *unwrap, tw_failure **failure)
+                       tw_failure **failure)
 {
     const tw_endpoint_tls_client *t = tw_endpoint_spec_tls_client(spec);
     int rc;
@@ -234,12 +199,11 @@ int tw__tls_client_new(const tw_endpoint_spec *spec, tw_tls_context **ctx_cache,
     if ((rc = bundle_new(ctx, user, ready_made, t->tcp.host, &b, failure)) < 0)
         return rc;
     *out = b;
-    *factory = &b->count.base;
-    *unwrap = 2; /* the counting wrapper, then the TLS one */
+    *factory = &b->tls.wf.base;
     return 0;
 }
 
 void tw__tls_client_release(void *client)
 {
-    bundle_unref(client);
+    bundle_drop(client);
 }

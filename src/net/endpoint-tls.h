@@ -23,15 +23,15 @@ int tw__ssl_listen(tw_reactor *r, const tw_endpoint_spec *spec, tw_factory *fact
  * endpoint's, which drops it when freed), so that later connections of the
  * same endpoint share it: the trust roots are read once and the server's
  * session is resumed.
- * The protocol a connection gets is `unwrap` wrapper layers under the one the
- * factory built. Release it with tw__tls_client_release once the connectors
+ * The protocol a connection gets is the one under the TLS wrapper the factory
+ * built. Release it with tw__tls_client_release once the connectors
  * are done with the factory; it lives on until its last connection is gone.
  * Returns 0, or a negative code with *failure (the context's, prefixed with
  * "tls: "). */
 typedef struct tw__tls_client tw__tls_client;
 int tw__tls_client_new(const tw_endpoint_spec *spec, tw_tls_context **ctx_cache, tw_factory *user,
                        tw_protocol *ready_made, tw__tls_client **out, tw_factory **factory,
-                       unsigned *unwrap, tw_failure **failure);
+                       tw_failure **failure);
 void tw__tls_client_release(void *client);
 
 #endif

@@ -236,7 +236,6 @@ struct connect_op {
     tw_protocol *ready_made; /* connect_protocol's protocol, until handed over */
     unsigned refs;
     bool user_started;
-    unsigned unwrap;     /* wrapper layers between what user builds and its protocol (tls) */
     tw__tls_client *tls; /* tls: what user is part of; released with the op */
 
     char *host; /* the name to resolve; NULL for a literal or unix */
@@ -396,7 +395,7 @@ static void connected(tw_connector *c, tw_protocol *p, void *arg)
     if (!op->d)
         return; /* cancelled from inside connection_made: being disconnected */
     op->winner = c;
-    for (unsigned i = 0; i < op->unwrap && p; i++) {
+    if (op->tls) { /* the caller's protocol is the one under TLS */
         tw_wrapper *w = tw_wrapper_from_protocol(p);
         p = w ? w->wrapped : NULL;
     }
@@ -641,11 +640,9 @@ static tw_deferred *connect_with(tw_endpoint *ep, tw_factory *user, tw_protocol 
     /* tls: the application's factory (or protocol) under TLS; the op
      * connects the TLS factory instead. */
     tw__tls_client *tls = NULL;
-    unsigned unwrap = 0;
     if (ep->spec->kind == TW_ENDPOINT_TLS) {
         tw_failure *f = NULL;
-        if (tw__tls_client_new(ep->spec, &ep->tls_ctx, user, ready_made, &tls, &user, &unwrap, &f) <
-            0)
+        if (tw__tls_client_new(ep->spec, &ep->tls_ctx, user, ready_made, &tls, &user, &f) < 0)
             return tw_fail(f);
         ready_made = NULL;
     }
@@ -659,7 +656,6 @@ static tw_deferred *connect_with(tw_endpoint *ep, tw_factory *user, tw_protocol 
         return tw_fail(tw_failure_new(TW_ENOMEM, NULL, NULL));
     }
     op->tls = tls;
-    op->unwrap = unwrap;
     op->reactor = ep->reactor;
     op->d = tw_deferred_ref(d);
     op->refs = 1; /* the deferred's hold, dropped when it fires */

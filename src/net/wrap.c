@@ -163,6 +163,10 @@ static void w_free(tw_protocol *p)
         w->hooks->free(w);
     tw_failure_unref(w->lost_reason);
     w->lost_reason = NULL;
+    if (w->holds_factory) { /* the last use of wfactory */
+        w->holds_factory = false;
+        tw_wrapping_factory_drop(w->wfactory);
+    }
     /* The memory goes with the transport's last reference (ours, unless the
      * wrapped protocol kept one). */
     tw_transport_unref(&w->transport);
@@ -477,12 +481,33 @@ static tw_wrapping_factory *wf_of(tw_factory *f)
     return (tw_wrapping_factory *)f;
 }
 
+void tw_wrapping_factory_keep(tw_wrapping_factory *wf, void (*release)(tw_wrapping_factory *wf))
+{
+    wf->refs = 1;
+    wf->release = release;
+}
+
+void tw_wrapping_factory_drop(tw_wrapping_factory *wf)
+{
+    if (wf->release && --wf->refs == 0)
+        wf->release(wf);
+}
+
+static void hold(tw_wrapping_factory *wf)
+{
+    if (wf->release)
+        wf->refs++;
+}
+
 static tw_protocol *wf_build_protocol(tw_factory *f, const tw_address *addr)
 {
     tw_wrapping_factory *wf = wf_of(f);
-    if (wf->hooks && wf->hooks->build_protocol)
-        return wf->hooks->build_protocol(wf, addr);
-    return tw_wrapping_factory_build(wf, addr);
+    if (!(wf->hooks && wf->hooks->build_protocol))
+        return tw_wrapping_factory_build(wf, addr);
+    hold(wf); /* the hook may stop the port that owns wf */
+    tw_protocol *p = wf->hooks->build_protocol(wf, addr);
+    tw_wrapping_factory_drop(wf);
+    return p;
 }
 
 static void wf_start(tw_factory *f)
@@ -564,14 +589,17 @@ tw_protocol *tw_wrapping_factory_build_with(tw_wrapping_factory *wf, tw_factory 
             tw_log_error(LOG_NS, "wrapper_size %zu is smaller than a tw_wrapper", wf->wrapper_size);
         return NULL;
     }
+    hold(wf); /* the wrapped factory's build_protocol may stop the port that owns wf */
     tw_protocol *wrapped = tw_factory_build_protocol(from, addr);
     if (!wrapped) {
         tw_free(w);
+        tw_wrapping_factory_drop(wf);
         return NULL;
     }
     wrapper_setup(w, wf->wrapper_hooks, wrapped);
     w->wfactory = wf;
     w->base.factory = &wf->base;
+    w->holds_factory = wf->release != NULL; /* the build's hold becomes the wrapper's */
     if (addr)
         w->addr = *addr;
     if (wf->hooks && wf->hooks->init && wf->hooks->init(wf, w) < 0) {

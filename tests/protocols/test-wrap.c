@@ -551,3 +551,41 @@ TW_TEST(wrap, build_out_of_memory)
     tw_protocol_release(p);
     cr_assert_eq(ev.freed, 1);
 }
+
+/* ---- A kept factory outlives its owner while its connections live. */
+
+static int kept_released;
+
+static void kept_release(tw_wrapping_factory *f)
+{
+    cr_assert_eq(f, &wf);
+    kept_released++;
+}
+
+TW_TEST(wrap, kept_factory_is_released_after_its_owner_and_last_connection)
+{
+    setup_plain(&rec_ops, NULL, 0, NULL);
+    kept_released = 0;
+    tw_wrapping_factory_keep(&wf, kept_release);
+    tw_string_transport *a = rec_connect(&wf.base, "10.0.0.1", 1);
+    tw_string_transport *b = rec_connect(&wf.base, "10.0.0.2", 2);
+    tw_wrapping_factory_drop(&wf); /* the owner (a port) lets go first */
+    cr_assert_eq(kept_released, 0, "two connections still use it");
+    cr_assert_eq(tw_string_transport_lose(a, TW_ECONNDONE), 0);
+    cr_assert_eq(kept_released, 0);
+    cr_assert_eq(tw_string_transport_lose(b, TW_ECONNDONE), 0);
+    cr_assert_eq(kept_released, 1, "released with the last connection");
+    tw_string_transport_free(a);
+    tw_string_transport_free(b);
+}
+
+TW_TEST(wrap, kept_factory_with_no_connection_goes_with_its_owner)
+{
+    setup_plain(&rec_ops, NULL, 0, NULL);
+    kept_released = 0;
+    tw_wrapping_factory_keep(&wf, kept_release);
+    rf.refuse = true; /* a refused build leaves no reference behind */
+    cr_assert_null(tw_factory_build_protocol(&wf.base, NULL));
+    tw_wrapping_factory_drop(&wf);
+    cr_assert_eq(kept_released, 1);
+}
