@@ -150,8 +150,8 @@ static int systemd_fd(const tw_endpoint_spec *spec, int *fd, tw_failure **failur
 }
 
 /* Opens the port for a server spec (haproxy's inner one included). */
-static int listen_spec(tw_reactor *r, const tw_endpoint_spec *spec, tw_factory *factory,
-                       tw_listening_port **port, tw_failure **failure)
+int tw__endpoint_listen_spec(tw_reactor *r, const tw_endpoint_spec *spec, tw_factory *factory,
+                             tw_listening_port **port, tw_failure **failure)
 {
     tw_address addr = {0};
     tw_listen_options opts = {0};
@@ -201,19 +201,13 @@ static int listen_spec(tw_reactor *r, const tw_endpoint_spec *spec, tw_factory *
     return rc;
 }
 
-int tw__endpoint_listen_spec(tw_reactor *r, const tw_endpoint_spec *spec, tw_factory *factory,
-                             tw_listening_port **port, tw_failure **failure)
-{
-    return listen_spec(r, spec, factory, port, failure);
-}
-
 tw_deferred *tw_endpoint_listen(tw_endpoint *ep, tw_factory *factory)
 {
     if (!ep || !factory)
         return tw_fail(tw_failure_new(TW_EINVAL, NULL, "listen: no endpoint or no factory"));
     tw_listening_port *port = NULL;
     tw_failure *failure = NULL;
-    if (listen_spec(ep->reactor, ep->spec, factory, &port, &failure) < 0)
+    if (tw__endpoint_listen_spec(ep->reactor, ep->spec, factory, &port, &failure) < 0)
         return tw_fail(failure);
     tw_deferred *d = tw_succeed(tw_result_ok(port, release_port));
     return d;
