@@ -98,17 +98,19 @@ int main(int argc, char **argv)
     };
     tw_process_options opts = {.child_fds = map, .n_child_fds = 3};
     tw_failure *f = NULL;
+    /* Watched before the child starts: a signal that comes meanwhile still
+     * reaches it. */
     tw_signal_watch *sigint = NULL, *sigterm = NULL;
+    tw_reactor_watch_signal(r, SIGINT, forward, &run, &sigint);
+    tw_reactor_watch_signal(r, SIGTERM, forward, &run, &sigterm);
     int rc = tw_spawn_process(r, &run.base, argv[1], &argv[1], NULL, NULL, &opts, NULL, &f);
     if (rc < 0) {
         fprintf(stderr, "run-cmd: %s\n", tw_failure_message(f));
         tw_failure_unref(f);
-        tw_reactor_free(r);
-        return 127;
+        run.exit_code = 127;
+    } else {
+        tw_reactor_run(r);
     }
-    tw_reactor_watch_signal(r, SIGINT, forward, &run, &sigint);
-    tw_reactor_watch_signal(r, SIGTERM, forward, &run, &sigterm);
-    tw_reactor_run(r);
     tw_signal_watch_stop(sigint);
     tw_signal_watch_stop(sigterm);
     tw_reactor_free(r);
