@@ -273,9 +273,9 @@ void tw_address_pipe(tw_address *out);
  * writing stdin_bytes for the last one (Twisted leaves it open: a child that
  * reads its stdin would wait forever). A spawn that fails gives a failed
  * deferred (TW_ENOENT for a missing executable, with the failure that names
- * it); NULL only when out of memory (as deferred.h's). Cancelling the deferred kills the child (SIGKILL) and
- * fails it with TW_ECANCELED. A reactor shutdown before the child ends fails
- * it with TW_ECONNLOST. */
+ * it); NULL only when out of memory (as deferred.h's). Cancelling the deferred kills the child
+ * (SIGKILL) and fails it with TW_ECANCELED. A reactor shutdown before the child ends fails it with
+ * TW_ECONNLOST. */
 
 /* What get_process_output_and_value gives (and get_process_output, whose
  * out also holds stderr's bytes with errortoo): bytes as read, each
