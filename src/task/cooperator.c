@@ -56,7 +56,8 @@ struct tw_cooperator {
     bool started, stopped, freed, in_tick;
     uint64_t gen;                /* bumped by start */
     tw_coop_task *head, *tail;   /* active, in round-robin order */
-    tw_coop_task *cursor;        /* next active task to run; NULL: the head */
+    tw_coop_task *cursor;        /* next active task to run; NULL: past the tail (the
+                                    next unit starts a new pass at the head) */
     tw_coop_task *mhead, *mtail; /* members, in joining order */
     size_t members;
 };
@@ -92,6 +93,10 @@ static void active_add(tw_cooperator *c, tw_coop_task *t)
         c->head = t;
     c->tail = t;
     t->active = true;
+    /* A cursor past the tail picks up a task added before the next unit, as
+     * Twisted's live list iterator does. */
+    if (!c->cursor)
+        c->cursor = t;
 }
 
 static void active_remove(tw_cooperator *c, tw_coop_task *t)
