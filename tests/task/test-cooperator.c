@@ -557,6 +557,11 @@ TW_TEST(coop, allocation_failure_is_clean)
             cr_assert_eq(rc, TW_ENOMEM);
             cr_assert_eq(a.released, 0, "arg_release not called");
         }
+        struct outcome ow = {0};
+        if (w) {
+            tw_deferred_add_both(w, keep, &ow);
+            tw_deferred_unref(w);
+        }
         tw_coop_task_unref(t);
         cr_assert_eq(a.units, 0);
         if (c)
