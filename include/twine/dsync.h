@@ -44,7 +44,7 @@ void tw_dlock_free(tw_dlock *lock);
 tw_deferred *tw_dlock_acquire(tw_dlock *lock);
 
 /* release: unlocks, or hands the lock to the first waiter. Returns 0, or
- * TW_EINVAL if it is not locked (Twisted asserts). */
+ * TW_EINVAL if it is not locked (logged: Twisted asserts). */
 int tw_dlock_release(tw_dlock *lock);
 
 /* run: acquires, calls fn(arg), and releases when fn's result is there (when
@@ -74,7 +74,7 @@ void tw_dsemaphore_free(tw_dsemaphore *sem);
 tw_deferred *tw_dsemaphore_acquire(tw_dsemaphore *sem);
 
 /* release: gives a token back, or hands it to the first waiter. Returns 0, or
- * TW_EINVAL if every token is free already (released too many times). */
+ * TW_EINVAL if every token is free already (released too many times; logged). */
 int tw_dsemaphore_release(tw_dsemaphore *sem);
 
 /* run: as tw_dlock_run, holding one token: at most `limit` runs at once. */

@@ -16,6 +16,7 @@
 #include <twine/dsync.h>
 #include <twine/error.h>
 #include <twine/failure.h>
+#include <twine/log.h>
 
 #include <string.h>
 
@@ -265,8 +266,15 @@ static tw_deferred *sem_acquire(struct sem *s, bool reserve)
 
 static int sem_release(struct sem *s)
 {
-    if (s->tokens >= s->limit)
+    if (s->tokens >= s->limit) {
+        if (s->o.kind == KIND_LOCK)
+            tw_log_error("twine.task", "tw_dlock_release: the lock is not locked");
+        else
+            tw_log_error("twine.task",
+                         "tw_dsemaphore_release: released more times than acquired (%zu tokens)",
+                         s->limit);
         return TW_EINVAL;
+    }
     sem_give(s);
     return 0;
 }
