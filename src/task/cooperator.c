@@ -362,9 +362,9 @@ void tw_cooperator_free(tw_cooperator *c)
 {
     if (!c || c->freed)
         return;
+    c->freed = true; /* before the callbacks stop runs: they may free it again */
     c->refs++;
     tw_cooperator_stop(c);
-    c->freed = true;
     tw_timer_stop(&c->timer);
     coop_unref(c);
     coop_unref(c);

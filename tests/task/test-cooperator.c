@@ -613,3 +613,32 @@ TW_REACTOR_TEST(coop, the_default_slice_is_about_ten_milliseconds)
     tw_deferred_unref(db);
     tw_cooperator_free(c);
 }
+
+static tw_result free_coop_cb(tw_result r, void *arg)
+{
+    tw_cooperator_free(stop_me);
+    return r;
+}
+
+TW_TEST(coop, freeing_the_cooperator_from_when_done)
+{
+    tw_cooperator *c = coop_new(true);
+    stop_me = c;
+    struct it a = {.name = 'A', .total = 1}, b = {.name = 'B', .total = 9};
+    tw_coop_task *ta = add(c, &a), *tb = add(c, &b);
+    tw_deferred *d = tw_coop_task_when_done(ta);
+    tw_deferred_add_callback(d, free_coop_cb, NULL);
+    tw_deferred_unref(d);
+    struct outcome ob = {0};
+    watch(tb, &ob);
+    ticks(1);
+    cr_assert_eq(ob.code, TW_ESHUTDOWN);
+    cr_assert_eq(tw_clock_pending(clk), 0);
+    struct outcome late = {0};
+    watch(tb, &late);
+    cr_assert_eq(late.code, TW_ESHUTDOWN, "a finished task still answers when_done");
+    tw_coop_task_unref(ta);
+    tw_coop_task_unref(tb);
+    cr_assert_eq(a.released + b.released, 2);
+    tw_clock_free(clk);
+}
