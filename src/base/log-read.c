@@ -217,7 +217,7 @@ static bool parse_number(struct parser *p, double *out)
         while (i < p->len && s[i] >= '0' && s[i] <= '9')
             i++;
     }
-    char buf[64];
+    char buf[512]; /* room for any double as %f prints it */
     if (i - start >= sizeof buf)
         return fail(p, "number too long");
     memcpy(buf, s + start, i - start);

@@ -328,6 +328,17 @@ int twined_serve(const twined_config *cfg, bool worker)
     if (twined_reactor_new(cfg, &run.r) < 0)
         return TWINED_EXIT_FAILED;
     tw_timer_init(&run.poll, tw_reactor_clock(run.r), poll_fired);
+    /* Watched from the start, so that a signal sent as soon as the ports
+     * are announced is not the default (fatal) one. */
+    static const int signals[3] = {SIGTERM, SIGINT, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        int rc = tw_reactor_watch_signal(run.r, signals[i], i < 2 ? on_stop_signal : on_hup, &run,
+                                         &watches[i]);
+        if (rc < 0) {
+            twined_complain("cannot watch signals: %s", tw_strerror(rc));
+            goto out;
+        }
+    }
     code = twined_make_service(cfg, run.r, &run.tree);
     if (code != 0)
         goto out;
@@ -357,15 +368,6 @@ int twined_serve(const twined_config *cfg, bool worker)
     } else {
         tw_log_info(TWINED_NS, "worker %ld (pid %ld) serving", env_long("TWINED_WORKER", 0),
                     (long)getpid());
-    }
-    static const int signals[3] = {SIGTERM, SIGINT, SIGHUP};
-    for (int i = 0; i < 3; i++) {
-        rc = tw_reactor_watch_signal(run.r, signals[i], i < 2 ? on_stop_signal : on_hup, &run,
-                                     &watches[i]);
-        if (rc < 0) {
-            twined_complain("cannot watch signals: %s", tw_strerror(rc));
-            goto out;
-        }
     }
     rc = tw_reactor_add_trigger(run.r, TW_PHASE_BEFORE, TW_EVENT_SHUTDOWN, before_shutdown, &run,
                                 NULL);

@@ -356,15 +356,6 @@ int twined_supervise(const twined_config *cfg)
         sup.workers[i] = (struct worker){.sup = &sup, .index = (int)i + 1};
         tw_timer_init(&sup.workers[i].restart, tw_reactor_clock(sup.r), restart_fired);
     }
-    code = bind_sockets(&sup);
-    if (code != 0)
-        goto out;
-    code = TWINED_EXIT_FAILED;
-    if (cfg->pidfile) {
-        if (twined_pidfile_write(cfg->pidfile) < 0)
-            goto out;
-        pid_written = true;
-    }
     static const int signals[3] = {SIGTERM, SIGINT, SIGHUP};
     for (int i = 0; i < 3; i++) {
         int rc = tw_reactor_watch_signal(sup.r, signals[i], i < 2 ? on_stop_signal : on_hup, &sup,
@@ -373,6 +364,15 @@ int twined_supervise(const twined_config *cfg)
             twined_complain("cannot watch signals: %s", tw_strerror(rc));
             goto out;
         }
+    }
+    code = bind_sockets(&sup);
+    if (code != 0)
+        goto out;
+    code = TWINED_EXIT_FAILED;
+    if (cfg->pidfile) {
+        if (twined_pidfile_write(cfg->pidfile) < 0)
+            goto out;
+        pid_written = true;
     }
     for (size_t i = 0; i < sup.n; i++) {
         if (spawn_worker(&sup.workers[i]) < 0) {
