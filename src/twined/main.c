@@ -180,6 +180,7 @@ struct run {
     tw_timer poll;        /* looks at the open connections while draining */
     double deadline;      /* when the grace ends */
     bool announced;
+    char who[48]; /* "worker 2: " in a worker's messages, else "" */
 };
 
 static void drain_finish(struct run *run)
@@ -206,11 +207,12 @@ static void check_connections(struct run *run)
     double now = tw_reactor_seconds(run->r);
     if (!run->announced) {
         run->announced = true;
-        tw_log_info(TWINED_NS, "stopped listening; waiting up to %g s for %zu open connection(s)",
-                    run->cfg->grace, st.handles);
+        tw_log_info(TWINED_NS, "%sstopped listening; waiting up to %g s for %zu open connection(s)",
+                    run->who, run->cfg->grace, st.handles);
     }
     if (now >= run->deadline) {
-        tw_log_warn(TWINED_NS, "grace period over: closing %zu connection(s)", st.handles);
+        tw_log_warn(TWINED_NS, "%sgrace period over: closing %zu connection(s)", run->who,
+                    st.handles);
         drain_finish(run);
         return;
     }
@@ -259,12 +261,13 @@ static void on_stop_signal(tw_reactor *r, int signo, void *arg)
     struct run *run = arg;
     if (!run->stopping) {
         run->stopping = true;
-        tw_log_info(TWINED_NS, "%s: stopping", strsignal(signo));
+        tw_log_info(TWINED_NS, "%s%s: stopping", run->who, strsignal(signo));
         if (!run->worker)
             twined_notify("STOPPING=1");
         tw_reactor_stop(r);
     } else if (run->drained) {
-        tw_log_info(TWINED_NS, "%s again: closing every connection now", strsignal(signo));
+        tw_log_info(TWINED_NS, "%s%s again: closing every connection now", run->who,
+                    strsignal(signo));
         drain_finish(run);
     }
 }
@@ -274,9 +277,10 @@ static void on_hup(tw_reactor *r, int signo, void *arg)
     struct run *run = arg;
     int rc = tw_log_file_reopen(run->cfg->log);
     if (rc < 0)
-        tw_log_error(TWINED_NS, "SIGHUP: cannot reopen the log file: %s", tw_strerror(rc));
+        tw_log_error(TWINED_NS, "%sSIGHUP: cannot reopen the log file: %s", run->who,
+                     tw_strerror(rc));
     else
-        tw_log_info(TWINED_NS, "SIGHUP: log file reopened");
+        tw_log_info(TWINED_NS, "%sSIGHUP: log file reopened", run->who);
 }
 
 static long env_long(const char *name, long fallback)
@@ -322,6 +326,8 @@ static void worker_ready(void)
 int twined_serve(const twined_config *cfg, bool worker)
 {
     struct run run = {.cfg = cfg, .worker = worker};
+    if (worker)
+        snprintf(run.who, sizeof run.who, "worker %ld: ", env_long("TWINED_WORKER", 0));
     int code = TWINED_EXIT_FAILED;
     tw_signal_watch *watches[3] = {NULL, NULL, NULL};
     bool pid_written = false;
@@ -381,7 +387,7 @@ int twined_serve(const twined_config *cfg, bool worker)
         twined_notify("READY=1");
     rc = tw_reactor_run(run.r);
     code = rc < 0 ? TWINED_EXIT_FAILED : TWINED_EXIT_OK;
-    tw_log_info(TWINED_NS, "stopped");
+    tw_log_info(TWINED_NS, "%sstopped", run.who);
 
 out:
     for (int i = 0; i < 3; i++)
