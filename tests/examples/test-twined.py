@@ -41,7 +41,7 @@ os.dup2(s.fileno(), 3)
 os.set_inheritable(3, True)
 os.environ["LISTEN_FDS"] = "1"
 os.environ["LISTEN_PID"] = str(os.getpid())
-os.execv(sys.argv[1], sys.argv[1:])
+os.execvp(sys.argv[1], sys.argv[1:])
 """
 
 
@@ -152,6 +152,9 @@ class Twined:
         if self.proc.poll() is None:  # a failed test left it running
             self.proc.kill()
             self.proc.wait()
+        for f in (self.proc.stdout, self.proc.stderr):
+            if f and not f.closed and not self.reader.is_alive():
+                f.close()
 
 
 def connect(port, timeout=TIMEOUT):
