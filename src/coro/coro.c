@@ -17,8 +17,15 @@
  * Ending. A coroutine that returns switches back for good. The resumer, on
  * its own stack, gives the stack back to the pool and only then fires the
  * coroutine's deferred, so the callbacks on it run on the resumer's stack
- * (as if the function had been called there) and a chain of coroutines that
- * end one another holds no stack but the running one.
+ * (as if the function had been called there). Firing it may resume a
+ * coroutine that was waiting for it, which may end in turn, and so on up a
+ * chain of coroutines each awaiting the next: fired from inside one another,
+ * those firings would nest, one level of C frames per coroutine on the
+ * stack that fired the first (a 64 KiB coroutine stack would overflow after
+ * a few hundred). So each stack keeps a queue of the coroutines that ended
+ * while it was firing one: the outermost firing on that stack drains it, one
+ * at a time, and the chain unwinds in constant stack, as deferred chains do.
+ * A coroutine ending outside any firing has its deferred fired at once.
  *
  * Cancelling (Twisted's _cancellableInlineCallbacks). The deferred handed to
  * the caller ("out") has a canceller, and a first pair, added before anyone
@@ -50,6 +57,12 @@
 
 enum coro_state { CORO_RUNNING, CORO_SUSPENDED, CORO_DONE };
 
+/* Coroutines that ended, waiting for their deferred to fire (see Ending). */
+struct ended_queue {
+    tw_coro *head, *tail;
+    bool draining;
+};
+
 struct tw_coro {
     tw__ctx ctx;      /* its own registers, while it is not running */
     tw__ctx caller;   /* its resumer's, while it runs */
@@ -72,6 +85,9 @@ struct tw_coro {
     tw_result await_result;
     tw_result final; /* what fn returned, between its return and the firing */
 
+    struct ended_queue ended; /* those resumed from this stack that ended */
+    tw_coro *next_ended;      /* link in the queue of the stack that resumed it */
+
     /* AddressSanitizer: the stack to name when switching back to the resumer. */
     const void *caller_bottom;
     size_t caller_size;
@@ -79,6 +95,7 @@ struct tw_coro {
 
 static _Thread_local tw_coro *current;
 static _Thread_local size_t live;
+static _Thread_local struct ended_queue thread_ended; /* the thread's own stack's */
 
 static void coro_unref(void *arg)
 {
@@ -93,6 +110,29 @@ static void coro_unref(void *arg)
 
 static void finish(tw_coro *c);
 
+/* On the stack whose queue q is: fires the deferreds of the coroutines that
+ * ended, including those that end while it does. */
+static void ended(struct ended_queue *q, tw_coro *c)
+{
+    c->next_ended = NULL;
+    if (q->tail)
+        q->tail->next_ended = c;
+    else
+        q->head = c;
+    q->tail = c;
+    if (q->draining)
+        return; /* an outer frame on this stack is firing one: it will get to c */
+    q->draining = true;
+    while (q->head) {
+        tw_coro *done = q->head;
+        q->head = done->next_ended;
+        if (!q->head)
+            q->tail = NULL;
+        finish(done);
+    }
+    q->draining = false;
+}
+
 /* On the resumer's stack: runs c until it suspends or ends. */
 static void resume(tw_coro *c)
 {
@@ -105,7 +145,7 @@ static void resume(tw_coro *c)
     tw__asan_finish_switch(fake_stack, NULL, NULL);
     /* c put current back before it switched. */
     if (c->state == CORO_DONE)
-        finish(c);
+        ended(current ? &current->ended : &thread_ended, c);
 }
 
 /* On c's stack (c is current): back to the resumer until resumed again. */
