@@ -27,12 +27,6 @@
 
 #define NS "twine.coro"
 
-#ifdef TW__ASAN
-#define DEFAULT_STACK (256 * 1024)
-#else
-#define DEFAULT_STACK (64 * 1024)
-#endif
-
 struct pooled {
     struct pooled *next;
     struct tw__coro_stack s;
@@ -63,7 +57,7 @@ static size_t page_size(void)
 size_t tw__coro_stack_round(size_t requested)
 {
     if (requested == 0)
-        requested = DEFAULT_STACK;
+        requested = TW__CORO_STACK_DEFAULT;
     if (requested > TW_CORO_STACK_MAX)
         return 0;
     if (requested < TW_CORO_STACK_MIN)

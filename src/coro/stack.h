@@ -8,6 +8,16 @@
 
 #include <twine/coro.h>
 
+#include "coro/sanitizer.h"
+
+/* The default size (coro.h says why 64 KiB); ASan's redzones make frames
+ * several times bigger. */
+#ifdef TW__ASAN
+#define TW__CORO_STACK_DEFAULT (256 * 1024)
+#else
+#define TW__CORO_STACK_DEFAULT (64 * 1024)
+#endif
+
 struct tw__coro_stack {
     void *lo;    /* lowest usable byte (just above the guard page) */
     size_t size; /* usable bytes, a whole number of pages */
