@@ -124,8 +124,9 @@ void tw_coro_stream_free(tw_coro_stream *s);
 /* The transport, from connection_made until connection_lost; else NULL. */
 tw_transport *tw_coro_stream_transport(const tw_coro_stream *s);
 
-/* Why the connection ended (borrowed; NULL while it has not). */
-const tw_failure *tw_coro_stream_failure(const tw_coro_stream *s);
+/* Why the connection ended (borrowed: tw_failure_ref to keep it; NULL while
+ * it has not). */
+tw_failure *tw_coro_stream_failure(const tw_coro_stream *s);
 
 /* Bytes received and not yet read. */
 size_t tw_coro_stream_buffered(const tw_coro_stream *s);

@@ -221,7 +221,7 @@ tw_transport *tw_coro_stream_transport(const tw_coro_stream *s)
     return s && !s->lost ? s->base.transport : NULL;
 }
 
-const tw_failure *tw_coro_stream_failure(const tw_coro_stream *s)
+tw_failure *tw_coro_stream_failure(const tw_coro_stream *s)
 {
     return s ? s->reason : NULL;
 }

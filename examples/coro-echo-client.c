@@ -1,0 +1,99 @@
+/* The echo client again, written as a coroutine: connect, then for each
+ * message send it and wait for its echo, then close — one function, top to
+ * bottom, where echo-client.c spreads the same over three callbacks.
+ *
+ *     coro-echo-client ENDPOINT MESSAGE...   e.g. coro-echo-client tcp:localhost:8000 hi there
+ *
+ * ENDPOINT is a client endpoint description ("tcp:HOST:PORT", "unix:PATH",
+ * "tls:HOST:PORT:trustRoots=ca.pem"). Prints "Connected.", then "Server said:
+ * MESSAGE" for each echo, then "Connection closed - goodbye!". If no
+ * connection can be made: "Connection failed - goodbye!" and why on stderr,
+ * exit status 1 (2 for a bad description). A connection that ends before
+ * every echo came back says why on stderr, exit status 1. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <twine/coro-stream.h>
+#include <twine/twine.h>
+
+struct job {
+    tw_reactor *reactor;
+    const char *endpoint;
+    char **messages;
+    int count;
+    int status;
+    bool finished;
+};
+
+static tw_result echo_all(void *arg)
+{
+    struct job *job = arg;
+    tw_coro_stream *s;
+    tw_failure *why;
+    if (tw_await_connect(job->reactor, job->endpoint, &s, &why) < 0) {
+        printf("Connection failed - goodbye!\n");
+        return tw_result_fail(why);
+    }
+    printf("Connected.\n");
+    for (int i = 0; i < job->count; i++) {
+        size_t len = strlen(job->messages[i]);
+        char *echo = malloc(len + 1);
+        ssize_t got = echo ? tw_await_write(s, job->messages[i], len) : TW_ENOMEM;
+        if (got == 0)
+            got = tw_await_read_exactly(s, echo, len);
+        if (got != (ssize_t)len) { /* the connection ended, or worse */
+            tw_failure *f = tw_coro_stream_failure(s);
+            int code = got < 0 ? (int)got : TW_ECONNDONE;
+            why = tw_failure_new(code, f ? tw_failure_ref(f) : NULL,
+                                 "the connection ended before the echo of message %d: %s", i + 1,
+                                 f ? tw_failure_message(f) : tw_strerror(code));
+            free(echo);
+            tw_coro_stream_free(s);
+            return tw_result_fail(why);
+        }
+        printf("Server said: %.*s\n", (int)len, echo);
+        free(echo);
+    }
+    int rc = tw_await_close(s);
+    printf("Connection closed - goodbye!\n");
+    if (rc < 0)
+        return tw_result_fail(tw_failure_new(rc, NULL, "the connection did not end cleanly"));
+    return tw_result_ok(NULL, NULL);
+}
+
+static tw_result finished(tw_result result, void *arg)
+{
+    struct job *job = arg;
+    if (result.failure) {
+        fprintf(stderr, "coro-echo-client: %s\n", tw_failure_message(result.failure));
+        job->status = tw_failure_code(result.failure) == TW_EINVAL ? 2 : 1;
+        tw_result_release(&result);
+    }
+    job->finished = true;
+    tw_reactor_stop(job->reactor); /* TW_ENOTRUNNING if it ended before run: fine */
+    return tw_result_ok(NULL, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s ENDPOINT MESSAGE...\n", argv[0]);
+        return 2;
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    struct job job = {.endpoint = argv[1], .messages = argv + 2, .count = argc - 2};
+    if (tw_reactor_new(&job.reactor, NULL) < 0)
+        return 1;
+    tw_deferred *d = tw_coro_start(job.reactor, echo_all, &job, NULL);
+    if (!d || tw_deferred_add_both(d, finished, &job) < 0) {
+        fprintf(stderr, "coro-echo-client: out of memory\n");
+        job.status = 1;
+        job.finished = true;
+    }
+    tw_deferred_unref(d);
+    if (!job.finished) /* a bad description fails before the first wait */
+        tw_reactor_run(job.reactor);
+    tw_reactor_free(job.reactor);
+    return job.status;
+}
