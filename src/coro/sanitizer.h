@@ -81,6 +81,16 @@ static inline unsigned tw__valgrind_stack_register(void *lo, void *hi)
 #endif
 }
 
+/* True under valgrind (tests skip what it changes: RSS, crashing on purpose). */
+static inline int tw__running_on_valgrind(void)
+{
+#ifdef TW__VALGRIND
+    return RUNNING_ON_VALGRIND;
+#else
+    return 0;
+#endif
+}
+
 static inline void tw__valgrind_stack_deregister(unsigned id)
 {
 #ifdef TW__VALGRIND
