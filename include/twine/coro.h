@@ -22,7 +22,9 @@
  * that happens to change stacks: the coroutine runs until it waits again or
  * returns, then the firing goes on. No stack grows with the number of
  * switches: each coroutine runs on its own, and a coroutine that is running
- * (or resuming another) cannot be resumed.
+ * (or resuming another) cannot be resumed. Coroutines that end one another
+ * (each awaiting the next) unwind through a queue, not nested calls, so a
+ * chain thousands deep ends in constant stack.
  *
  * ---- Results and failures
  * What the function returns (a tw_result) is what the deferred that
@@ -58,7 +60,7 @@
  * or manual clock that is freed first: their pending calls are dropped, not
  * released) is never resumed: its stack, its state and all it holds stay
  * allocated, and leak checkers report them. Let coroutines finish, or cancel
- * them, before freeing the reactor; tw_coro_stats counts those alive.
+ * them, before freeing the reactor; tw_coro_get_stats counts those alive.
  *
  * ---- Stacks
  * Each coroutine gets a stack of tw_coro_options.stack_size bytes (64 KiB by
@@ -66,11 +68,11 @@
  * mapped with mmap with an inaccessible guard page below it, so an overflow
  * is a SIGSEGV at the guard rather than silent corruption. Only the pages a
  * coroutine touches are committed: one parked in tw_await after a few calls
- * costs about 8 KiB of stack (two pages) plus ~250 bytes of state and its
- * deferred (docs/benchmarks.md has the measured figure), so hundreds of
- * thousands of suspended coroutines fit in a few GiB. Each stack is two kernel mappings
- * (stack and guard): the default vm.max_map_count (65530) allows about 32,000
- * live coroutines per process; raise it for more. When a coroutine ends, its
+ * costs about 4.6 KiB in all — one page of its stack, its state and its
+ * deferred (measured: docs/benchmarks.md) — so 10,000 waiting coroutines take
+ * about 46 MB. Each stack is two kernel mappings (stack and guard): the
+ * default vm.max_map_count (65530) allows about 32,000 live coroutines per
+ * process; raise it for more. When a coroutine ends, its
  * stack goes back to a pool of the thread (at most TW_CORO_POOL_MAX stacks,
  * reused for a coroutine asking the same size); the rest are unmapped. The
  * pool is released when the thread exits, or by tw_coro_pool_trim.
