@@ -2,8 +2,10 @@
  * process, so its CPU is measured apart from the client's: getrusage of the
  * reaped child) and a Twine client in this process.
  *
- *   echo       50 connections, closed loop, 64-byte messages, for SECONDS:
- *              round trips per second and the server's CPU per round trip,
+ *   echo       50 connections, closed loop, 64-byte messages, for SECONDS
+ *              after a warm-up that includes the handshakes: round trips
+ *              per second and the server's CPU per round trip (from
+ *              /proc/PID/stat over that window),
  *              tcp: against ssl: (TLS 1.3, P-256 ECDSA certificate)
  *   idle       2,000 connections, each after one round trip (so the TLS
  *              handshake is done), left idle: the server's resident memory
@@ -16,7 +18,9 @@
  *              the same certificate, when nginx is installed
  *
  * Certificates are made with the openssl command in a temporary directory.
- * Best of REPS runs each. Prints one JSON line. */
+ * Best of REPS runs each. Prints one JSON line. `bench-tls [echo] [idle]
+ * [handshake]` runs only the measures named; BENCH_TLS_WRAP="perf record
+ * -o FILE --" runs the echo server under a profiler. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -113,6 +117,13 @@ static void start_echo_server(struct server *s, bool tls)
         close(fds[0]);
         int null = open("/dev/null", O_WRONLY);
         dup2(null, 2);
+        /* BENCH_TLS_WRAP runs the server under a profiler, say "perf record -o F --". */
+        const char *wrap = getenv("BENCH_TLS_WRAP");
+        if (wrap && *wrap) {
+            char line[8192];
+            snprintf(line, sizeof line, "exec %s %s '%s' --quiet", wrap, exe, desc);
+            execl("/bin/sh", "sh", "-c", line, (char *)NULL);
+        }
         execl(exe, exe, desc, "--quiet", (char *)NULL);
         _exit(127);
     }
@@ -154,6 +165,24 @@ static void start_nginx(struct server *s)
     }
     for (int i = 0; i < 200 && !accepts(s->port); i++)
         usleep(10000);
+}
+
+/* CPU seconds the process has spent so far (while it runs, unlike getrusage). */
+static double proc_cpu(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    unsigned long utime = 0, stime = 0;
+    if (!p ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2)
+        return 0;
+    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
 }
 
 /* Stops it; returns the CPU seconds it (and its children) spent. */
@@ -372,22 +401,19 @@ static struct echo_figures echo_run(tw_reactor *r, bool tls)
     for (int i = 0; i < ECHO_CONNS; i++)
         start_one(&run);
     spin(r, 0.5); /* handshakes and warm-up outside the measure */
+    /* The steady state only: the server's CPU over the measured window. */
     long r0 = run.rounds;
-    double cpu0 = children_cpu();
-    (void)cpu0;
-    /* The server's CPU over the measured window: its /proc/PID/stat would do,
-     * but the whole run (warm-up and handshakes included) from getrusage is
-     * simpler and, for 50 handshakes against SECONDS of traffic, close. */
+    double cpu0 = proc_cpu(s.pid);
     double t0 = now();
     spin(r, SECONDS);
     double dt = now() - t0;
+    double cpu = proc_cpu(s.pid) - cpu0;
     long rounds = run.rounds - r0;
-    long total = run.rounds;
     run_end(&run);
-    double cpu = stop_server(&s);
+    stop_server(&s);
     if (run.failures)
         fprintf(stderr, "bench-tls: %ld failures\n", run.failures);
-    return (struct echo_figures){rounds / dt, cpu / (double)(total ? total : 1) * 1e6};
+    return (struct echo_figures){rounds / dt, cpu / (double)(rounds ? rounds : 1) * 1e6};
 }
 
 /* kind: 0 echo-server tcp:, 1 echo-server ssl:, 2 nginx (TLS) */
@@ -416,7 +442,9 @@ static double idle_run(tw_reactor *r, int kind)
     double end = now() + 30;
     while (run.idle_ready < IDLE_CONNS && now() < end && run.failures == 0)
         tw_reactor_iterate(r, 0.01);
-    spin(r, 0.3);
+    /* Long enough for Twine's idle connections to release OpenSSL's buffers
+     * (after a second without traffic). */
+    spin(r, 2.5);
     long after = rss_tree_kib(s.pid);
     long ready = run.idle_ready;
     run_end(&run);
@@ -460,14 +488,19 @@ static bool have_nginx(void)
 
 int main(int argc, char **argv)
 {
-    (void)argc;
     signal(SIGPIPE, SIG_IGN);
     ssize_t n = readlink("/proc/self/exe", bindir, sizeof bindir - 1);
     if (n <= 0)
         return 1;
     bindir[n] = '\0';
     *strrchr(bindir, '/') = '\0';
-    (void)argv;
+    /* Which measures: any of echo, idle, handshake (all when none given). */
+    bool want_echo = argc < 2, want_idle = argc < 2, want_hs = argc < 2;
+    for (int i = 1; i < argc; i++) {
+        want_echo |= strcmp(argv[i], "echo") == 0;
+        want_idle |= strcmp(argv[i], "idle") == 0;
+        want_hs |= strcmp(argv[i], "handshake") == 0;
+    }
     memset(msg, 'x', sizeof msg);
     strcpy(certs, "/tmp/twine-bench-tls-XXXXXX");
     if (!mkdtemp(certs))
@@ -492,7 +525,7 @@ int main(int argc, char **argv)
         return 1;
 
     struct echo_figures tcp = {0, 1e9}, tls = {0, 1e9};
-    for (int i = 0; i < REPS; i++) {
+    for (int i = 0; want_echo && i < REPS; i++) {
         struct echo_figures a = echo_run(r, false), b = echo_run(r, true);
         if (a.rps > tcp.rps)
             tcp.rps = a.rps;
@@ -505,7 +538,7 @@ int main(int argc, char **argv)
     }
     bool nginx = have_nginx();
     double idle_tcp = 1e18, idle_tls = 1e18, idle_nginx = 1e18;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; want_idle && i < 2; i++) {
         double a = idle_run(r, 0), b = idle_run(r, 1), c = nginx ? idle_run(r, 2) : 0;
         if (a < idle_tcp)
             idle_tcp = a;
@@ -515,7 +548,7 @@ int main(int argc, char **argv)
             idle_nginx = c;
     }
     struct hs_figures hs_tw = {0, 1e9}, hs_nginx = {0, 1e9};
-    for (int i = 0; i < REPS; i++) {
+    for (int i = 0; want_hs && i < REPS; i++) {
         struct hs_figures a = handshake_run(r, false);
         if (a.hps > hs_tw.hps)
             hs_tw.hps = a.hps;

@@ -32,6 +32,7 @@
  *                   positional: port interface backlog privateKey certKey sslmethod
  *                   extraCertChain dhParameters (Twisted's order); sslmethod= and
  *                   dhParameters= are refused ("not supported")
+ *           stdio: (or stdio)                   no arguments
  *   client  tcp:HOST:PORT[:timeout=S][:bindAddress=ADDR]  positional: host port
  *           tcp6: likewise                     (with one positional and host=, it is the port)
  *           unix:PATH[:timeout=S][:checkPID=0|1]          positional: path
@@ -119,8 +120,9 @@ typedef enum tw_endpoint_kind {
     TW_ENDPOINT_UNIX,
     TW_ENDPOINT_SYSTEMD,
     TW_ENDPOINT_HAPROXY,
-    TW_ENDPOINT_SSL, /* server: TLS over tcp */
-    TW_ENDPOINT_TLS, /* client: TLS over tcp */
+    TW_ENDPOINT_SSL,   /* server: TLS over tcp */
+    TW_ENDPOINT_TLS,   /* client: TLS over tcp */
+    TW_ENDPOINT_STDIO, /* server: standard input and output (process.h) */
 } tw_endpoint_kind;
 
 /* One argument, unescaped. Strings are NUL-terminated copies owned by the
@@ -352,6 +354,12 @@ tw_failure *tw_endpoint_fail(const tw_endpoint_spec *spec, const char *fmt, ...)
  *                             that cannot be read, or a key that does not match,
  *                             fails the listen with the context's failure
  *                             ("ssl: cannot read certificate 'x.pem': ...")
+ *   stdio server              one protocol from the factory (build_protocol gets the
+ *                             pipe address) connected to this program's standard
+ *                             input and output (tw_stdio_new, process.h); the
+ *                             "port" (get_host: the pipe address) stopping closes
+ *                             that connection (lose_connection); build_protocol
+ *                             refusing fails the listen with TW_ECONNABORTED
  *   tls client                tcp's connect (the hostname endpoint), then TLS as
  *                             the client, verifying the server's certificate for
  *                             the host (also sent as SNI) against trustRoots or
@@ -380,6 +388,8 @@ int tw_endpoint_client_from_string(tw_reactor *r, const char *description, tw_en
  * tied to it and carry on. NULL is ignored. */
 void tw_endpoint_free(tw_endpoint *ep);
 
+/* The parsed description; NULL for an endpoint made from C without one (the
+ * process endpoint, process.h). */
 const tw_endpoint_spec *tw_endpoint_get_spec(const tw_endpoint *ep);
 
 /* listen: a new deferred (the caller's reference) that fires with the

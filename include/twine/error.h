@@ -63,7 +63,8 @@
     X(EPROTOCOL, -4113, "the peer broke the protocol")                                             \
     X(ELIMIT, -4114, "a limit was reached")                                                        \
     X(ETLS, -4115, "TLS failure")                                                                  \
-    X(ETLSVERIFY, -4116, "the peer's certificate could not be verified")
+    X(ETLSVERIFY, -4116, "the peer's certificate could not be verified")                           \
+    X(EPROCESSTERMINATED, -4117, "the process ended with a non-zero status or by a signal")
 
 enum {
 #define TW__ERR_ENUM(name, value, text) TW_##name = (value),

@@ -60,8 +60,16 @@ typedef struct tw_transport tw_transport;
 
 /* ---- Addresses (IAddress: IPv4Address, IPv6Address, UNIXAddress) */
 
+/* Families of addresses that are no socket's (values no socket family
+ * takes): a child process (Twisted's _ProcessAddress; u.proc.pid is its pid,
+ * 0 when not known) and a pipe (PipeAddress: standard I/O). process.h makes
+ * them. */
+#define TW_AF_PROCESS 0xfff0
+#define TW_AF_PIPE    0xfff1
+
 /* A socket address of any family the transports speak: AF_INET, AF_INET6,
- * AF_UNIX (path, abstract or unnamed). len == 0 means "no address". */
+ * AF_UNIX (path, abstract or unnamed), or TW_AF_PROCESS / TW_AF_PIPE. len == 0
+ * means "no address". */
 typedef struct tw_address {
     socklen_t len;
     union {
@@ -70,6 +78,10 @@ typedef struct tw_address {
         struct sockaddr_in6 in6;
         struct sockaddr_un un;
         struct sockaddr_storage storage;
+        struct {
+            sa_family_t family; /* TW_AF_PROCESS or TW_AF_PIPE */
+            pid_t pid;
+        } proc;
     } u;
 } tw_address;
 
@@ -91,7 +103,8 @@ int tw_address_from_unix(tw_address *out, const char *path, size_t len, bool abs
  * always enough; shorter buffers get a cut, NUL-terminated string):
  * "127.0.0.1:8080", "[::1]:8080", "[fe80::1%2]:80", "/run/app.sock",
  * "@name" (abstract; bytes outside printable ASCII as \xNN), "unnamed"
- * (a Unix socket without a name), "none" (len == 0). Returns buf. */
+ * (a Unix socket without a name), "process 1234" (TW_AF_PROCESS; "process"
+ * when the pid is 0), "pipe" (TW_AF_PIPE), "none" (len == 0). Returns buf. */
 const char *tw_address_format(const tw_address *a, char *buf, size_t size);
 
 /* The port of an AF_INET or AF_INET6 address; 0 for any other. */

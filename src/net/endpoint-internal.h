@@ -35,4 +35,21 @@ int tw__endpoint_parse_args(tw_endpoint_role role, const tw_endpoint_arg *args, 
  * turns the result into TW_ENOMEM. */
 int tw__endpoint_give(tw_failure **failure, tw_failure *f);
 
+/* ---- Endpoints made from C rather than from a description (the process
+ * endpoint, endpoint-process.c): endpoints.c hands connect and free to these
+ * ops. connect takes the factory, or (factory NULL) the ready-made protocol,
+ * which it takes over whatever happens, and returns a new deferred as
+ * tw_endpoint_connect does. */
+struct tw__endpoint_impl {
+    tw_deferred *(*connect)(void *data, tw_reactor *r, tw_factory *factory,
+                            tw_protocol *ready_made);
+    void (*free)(void *data);
+};
+
+/* Makes an endpoint without a spec that dispatches to impl with data (which
+ * impl->free releases with the endpoint; on error it is released here).
+ * Returns 0 and *out, or TW_ENOMEM. */
+int tw__endpoint_new_impl(tw_reactor *r, const struct tw__endpoint_impl *impl, void *data,
+                          tw_endpoint **out);
+
 #endif

@@ -590,6 +590,27 @@ static int validate_tls(const tw_endpoint_spec *spec, void *arg, void **typed,
     return 0;
 }
 
+/* ---- stdio (server): standard input and output, no arguments ("stdio:"
+ * has one empty positional argument, accepted as none). */
+
+static int validate_stdio(const tw_endpoint_spec *spec, void *arg, void **typed,
+                          tw_release_fn *release, tw_failure **failure)
+{
+    (void)arg;
+    char q[TW_ENDPOINT_QUOTE_SIZE];
+    bool only_empty = spec->nargs == 1 && spec->args[0].key == NULL && spec->args[0].value_len == 0;
+    if (spec->nargs > 0 && !only_empty) {
+        const tw_endpoint_arg *a = &spec->args[0];
+        if (a->key != NULL)
+            return GIVE(spec, "unknown option %s (stdio takes no arguments)",
+                        tw_endpoint_quote(q, sizeof q, a->key, a->key_len));
+        return GIVE(spec, "unexpected argument %s (stdio takes no arguments)", QUOTE(q, a));
+    }
+    *typed = NULL;
+    *release = NULL;
+    return 0;
+}
+
 /* ---- The table */
 
 const tw__endpoint_type tw__endpoint_builtin_types[] = {
@@ -601,6 +622,7 @@ const tw__endpoint_type tw__endpoint_builtin_types[] = {
     {"haproxy", TW_ENDPOINT_SERVER, TW_ENDPOINT_HAPROXY, validate_haproxy, NULL},
     {"ssl", TW_ENDPOINT_SERVER, TW_ENDPOINT_SSL, validate_ssl, NULL},
     {"tls", TW_ENDPOINT_CLIENT, TW_ENDPOINT_TLS, validate_tls, NULL},
+    {"stdio", TW_ENDPOINT_SERVER, TW_ENDPOINT_STDIO, validate_stdio, NULL},
 };
 const size_t tw__endpoint_builtin_count = COUNT(tw__endpoint_builtin_types);
 

@@ -19,6 +19,8 @@
 #include <twine/wrap.h>
 
 #include "net/endpoint-haproxy.h"
+#include "net/endpoint-internal.h"
+#include "net/endpoint-stdio.h"
 #include "net/endpoint-tls.h"
 #include "net/net-internal.h"
 
@@ -31,8 +33,10 @@
 
 struct tw_endpoint {
     tw_reactor *reactor;
-    tw_endpoint_spec *spec;
+    tw_endpoint_spec *spec;  /* NULL for an endpoint made from C (impl) */
     tw_tls_context *tls_ctx; /* tls: made at the first connect, shared by the later ones */
+    const struct tw__endpoint_impl *impl;
+    void *impl_data;
 };
 
 static int from_string(tw_reactor *r, tw_endpoint_role role, const char *description,
@@ -70,6 +74,19 @@ static int from_string(tw_reactor *r, tw_endpoint_role role, const char *descrip
     return 0;
 }
 
+int tw__endpoint_new_impl(tw_reactor *r, const struct tw__endpoint_impl *impl, void *data,
+                          tw_endpoint **out)
+{
+    tw_endpoint *ep = tw_malloc(sizeof *ep);
+    if (!ep) {
+        impl->free(data);
+        return TW_ENOMEM;
+    }
+    *ep = (tw_endpoint){.reactor = r, .impl = impl, .impl_data = data};
+    *out = ep;
+    return 0;
+}
+
 int tw_endpoint_server_from_string(tw_reactor *r, const char *description, tw_endpoint **out,
                                    tw_failure **failure)
 {
@@ -88,6 +105,8 @@ void tw_endpoint_free(tw_endpoint *ep)
         return;
     tw_endpoint_spec_free(ep->spec);
     tw_tls_context_unref(ep->tls_ctx);
+    if (ep->impl)
+        ep->impl->free(ep->impl_data);
     tw_free(ep);
 }
 
@@ -186,6 +205,8 @@ int tw__endpoint_listen_spec(tw_reactor *r, const tw_endpoint_spec *spec, tw_fac
         return tw__haproxy_listen(r, spec, factory, port, failure);
     case TW_ENDPOINT_SSL:
         return tw__ssl_listen(r, spec, factory, NULL, port, failure);
+    case TW_ENDPOINT_STDIO:
+        return tw__stdio_listen(r, spec, factory, port, failure);
     default:
         rc = TW_ENOTSUP;
         break;
@@ -205,6 +226,8 @@ tw_deferred *tw_endpoint_listen(tw_endpoint *ep, tw_factory *factory)
 {
     if (!ep || !factory)
         return tw_fail(tw_failure_new(TW_EINVAL, NULL, "listen: no endpoint or no factory"));
+    if (!ep->spec)
+        return tw_fail(tw_failure_new(TW_ENOTSUP, NULL, "listen: this endpoint only connects"));
     tw_listening_port *port = NULL;
     tw_failure *failure = NULL;
     if (tw__endpoint_listen_spec(ep->reactor, ep->spec, factory, &port, &failure) < 0)
@@ -631,6 +654,8 @@ static tw_deferred *connect_with(tw_endpoint *ep, tw_factory *user, tw_protocol 
         tw_protocol_release(ready_made);
         return tw_fail(tw_failure_new(TW_EINVAL, NULL, "connect: no endpoint or no factory"));
     }
+    if (ep->impl)
+        return ep->impl->connect(ep->impl_data, ep->reactor, user, ready_made);
     /* tls: the application's factory (or protocol) under TLS; the op
      * connects the TLS factory instead. */
     tw__tls_client *tls = NULL;

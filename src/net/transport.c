@@ -177,6 +177,16 @@ const char *tw_address_format(const tw_address *a, char *buf, size_t size)
         }
         break;
     }
+    case TW_AF_PROCESS:
+        if (a->u.proc.pid > 0)
+            snprintf(tmp, sizeof tmp, "process %ld", (long)a->u.proc.pid);
+        else
+            snprintf(tmp, sizeof tmp, "process");
+        sb_str(&b, tmp);
+        break;
+    case TW_AF_PIPE:
+        sb_str(&b, "pipe");
+        break;
     default:
         snprintf(tmp, sizeof tmp, "family %d", (int)a->u.sa.sa_family);
         sb_str(&b, tmp);

@@ -29,4 +29,8 @@ void tw__tls_error_text(char *buf, size_t size, const char *prefix);
 /* For tests: the TLS connection under t resumed a session. */
 bool tw__tls_session_reused(const tw_transport *t);
 
+/* For tests: the TLS connection under t is busy, so it keeps OpenSSL's
+ * buffers between records (see tls.c). */
+bool tw__tls_keeps_buffers(const tw_transport *t);
+
 #endif

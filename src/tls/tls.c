@@ -1,11 +1,21 @@
-/* TLS connections: a protocol wrapper (wrap.h) running OpenSSL over two
- * memory BIOs. See tls.h.
+/* TLS connections: a protocol wrapper (wrap.h) running OpenSSL over a BIO
+ * of our own. See tls.h.
  *
- * Bytes from the real transport go into `rbio`; OpenSSL's output collects
- * in `wbio` and is handed to the real transport (which copies it into its
- * own queue) after every step, so wbio is empty between calls and the real
- * transport's buffer is the whole of what waits to be sent. Plaintext the
+ * The BIO holds no bytes. It reads from the window of input that
+ * data_received is feeding OpenSSL (`in`, `in_len`), and it writes what
+ * OpenSSL produces straight to the real transport (which sends it or copies
+ * it into its own queue), so the real transport's buffer is the whole of
+ * what waits to be sent. OpenSSL consumes the whole window before it asks
+ * for more (it keeps partial records in its own read buffer). Plaintext the
  * protocol writes before the handshake completes waits in `pending`.
+ *
+ * OpenSSL's read and write buffers (about 17 KB each): a connection starts
+ * with SSL_MODE_RELEASE_BUFFERS, which frees them whenever they drain, so
+ * an idle connection holds none. Allocating them per record costs more CPU
+ * than encrypting a small record, so a busy connection (TLS_BUSY_RECORDS in
+ * a TLS_BUSY_WINDOW_S) keeps them until a window passes with less traffic.
+ * (Keeping them until a timer frees them instead would leave every
+ * connection of a burst holding them for a while: a fragmented heap.)
  *
  * Why the protocol hears the TLS reason: a TLS failure remembers its
  * failure on the wrapper (tw_wrapper_set_lost_reason), then closes the real
@@ -13,6 +23,7 @@
  * the wrapper passes the remembered failure to the wrapped protocol's
  * connection_lost instead of the real transport's TW_ECONNDONE. */
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 
 #include <openssl/err.h>
@@ -36,10 +47,13 @@ typedef struct tls_conn {
     tw__tls_gen *gen;
     char *hostname; /* the client's name to verify, or NULL: the context's */
     SSL *ssl;
-    BIO *rbio, *wbio;
+    const char *in; /* input data_received is feeding OpenSSL, not yet read */
+    size_t in_len;
     tw_wqueue pending; /* plaintext written before the handshake completed */
-    tw_timer timer;
+    tw_timer timer;    /* the handshake timeout, then the idle check */
     bool timer_set;
+    bool keeps_buffers; /* busy: SSL_MODE_RELEASE_BUFFERS is off */
+    unsigned records;   /* reads and writes in the current busy window */
     bool server;
     bool handshake_done;
     bool close_requested; /* the protocol called lose_connection */
@@ -52,6 +66,11 @@ typedef struct tls_conn {
 
 static const tw_wrapper_hooks tls_hooks;
 
+/* A connection with this many reads and writes in this many seconds keeps
+ * OpenSSL's buffers between records. */
+#define TLS_BUSY_RECORDS  32
+#define TLS_BUSY_WINDOW_S 1.0
+
 static tls_conn *conn_of(tw_wrapper *w)
 {
     return (tls_conn *)w;
@@ -62,24 +81,87 @@ static bool live(const tls_conn *c)
     return !c->w.lost && tw_wrapper_real(&c->w) && !c->closed;
 }
 
-/* Hands what OpenSSL produced to the real transport. */
-static int flush_out(tls_conn *c)
+/* ---- The BIO between OpenSSL and the real transport */
+
+static int bio_write(BIO *b, const char *data, int len)
 {
-    char *data;
-    long n = BIO_get_mem_data(c->wbio, &data);
-    if (n <= 0)
-        return 0;
-    int rc = 0;
-    if (!c->w.lost && tw_wrapper_real(&c->w))
-        rc = tw_transport_write(tw_wrapper_real(&c->w), data, (size_t)n);
-    (void)BIO_reset(c->wbio);
-    return rc;
+    tls_conn *c = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    tw_transport *real = tw_wrapper_real(&c->w);
+    /* A transport that is closing drops the bytes: its loss is reported
+     * on its own, and OpenSSL's state stays as if they were sent. */
+    if (len > 0 && !c->w.lost && real && tw_transport_write(real, data, (size_t)len) == TW_ENOMEM)
+        return -1;
+    return len;
+}
+
+static int bio_read(BIO *b, char *out, int len)
+{
+    tls_conn *c = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (c->in_len == 0) {
+        BIO_set_retry_read(b); /* no more yet, not the end */
+        return -1;
+    }
+    size_t n = len < 0 ? 0 : (size_t)len;
+    if (n > c->in_len)
+        n = c->in_len;
+    memcpy(out, c->in, n);
+    c->in += n;
+    c->in_len -= n;
+    return (int)n;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)b, (void)num, (void)ptr;
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static BIO_METHOD *bio_method;
+static pthread_once_t bio_method_once = PTHREAD_ONCE_INIT;
+
+/* Made once per process and kept (OpenSSL's own methods live as long). */
+static void make_bio_method(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "twine transport");
+    if (m && BIO_meth_set_write(m, bio_write) && BIO_meth_set_read(m, bio_read) &&
+        BIO_meth_set_ctrl(m, bio_ctrl))
+        bio_method = m;
+    else
+        BIO_meth_free(m);
+}
+
+static BIO *new_bio(tls_conn *c)
+{
+    if (pthread_once(&bio_method_once, make_bio_method) != 0 || !bio_method)
+        return NULL;
+    BIO *b = BIO_new(bio_method);
+    if (b) {
+        BIO_set_data(b, c);
+        BIO_set_init(b, 1);
+    }
+    return b;
 }
 
 static void stop_timer(tls_conn *c)
 {
     if (c->timer_set)
         tw_timer_stop(&c->timer);
+}
+
+/* A read or a write after the handshake: enough of them make the
+ * connection busy, and the busy window's timer runs while it stays so. */
+static void note_traffic(tls_conn *c)
+{
+    if (++c->records < TLS_BUSY_RECORDS || c->keeps_buffers)
+        return;
+    if (c->closed || c->w.lost || !c->timer_set)
+        return;
+    c->keeps_buffers = true;
+    SSL_clear_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
+    c->records = 0;
+    tw_timer_start(&c->timer, TLS_BUSY_WINDOW_S);
 }
 
 /* The connection failed: remember why, send the alert, close. */
@@ -94,7 +176,6 @@ static void fail_with(tls_conn *c, tw_failure *f)
     stop_timer(c);
     tw_log_failure(TW_LOG_DEBUG, LOG_NS, f, "TLS connection failed");
     tw_wrapper_set_lost_reason(&c->w, f);
-    flush_out(c);
     tw_wqueue_clear(&c->pending);
     if (tw_wrapper_real(&c->w))
         tw_transport_lose_connection(tw_wrapper_real(&c->w));
@@ -150,7 +231,6 @@ static void flush_pending(tls_conn *c)
         }
         tw_wqueue_consume(&c->pending, total);
     }
-    flush_out(c);
 }
 
 static void do_close(tls_conn *c)
@@ -163,7 +243,6 @@ static void do_close(tls_conn *c)
         ERR_clear_error();
         (void)SSL_shutdown(c->ssl); /* close_notify */
         ERR_clear_error();
-        flush_out(c);
     }
     tw_transport_lose_connection(tw_wrapper_real(&c->w));
 }
@@ -198,22 +277,23 @@ static void drive(tls_conn *c)
         int r = SSL_do_handshake(c->ssl);
         if (r != 1) {
             int err = SSL_get_error(c->ssl, r);
-            if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
-                flush_out(c);
+            if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
                 return;
-            }
             fail_ssl(c, r, "TLS handshake failed");
             return;
         }
-        flush_out(c);
         handshake_finished(c);
     }
     char buf[16384];
+    ERR_clear_error();
     while (!c->w.lost && !c->failed && !c->aborted && !c->peer_closed) {
-        ERR_clear_error();
         int n = SSL_read(c->ssl, buf, sizeof buf);
         if (n > 0) {
             tw_wrapper_deliver(&c->w, buf, (size_t)n);
+            /* All input read and no record half-processed: another
+             * SSL_read could only say "want more". */
+            if (c->in_len == 0 && !SSL_has_pending(c->ssl))
+                break;
             continue;
         }
         int err = SSL_get_error(c->ssl, n);
@@ -222,22 +302,35 @@ static void drive(tls_conn *c)
         if (err == SSL_ERROR_ZERO_RETURN) {
             /* The peer's close_notify: answer it and close. */
             c->peer_closed = true;
-            flush_out(c);
             do_close(c);
             return;
         }
         fail_ssl(c, n, "TLS read failed");
         return;
     }
-    /* Session tickets and key updates read along the way may want answers. */
-    flush_out(c);
 }
 
-static void on_timeout(tw_timer *t)
+/* The handshake timeout, then the end of a busy window: a connection that
+ * went quiet goes back to releasing OpenSSL's buffers (at once, or when
+ * the partial record they hold is complete). */
+static void on_timer(tw_timer *t)
 {
     tls_conn *c = (tls_conn *)((char *)t - offsetof(tls_conn, timer));
-    if (!c->handshake_done)
+    if (!c->handshake_done) {
         fail_with(c, tw_failure_new(TW_ETLS, NULL, "TLS handshake timed out"));
+        return;
+    }
+    if (c->closed || c->w.lost)
+        return;
+    if (c->records >= TLS_BUSY_RECORDS) {
+        c->records = 0;
+        tw_timer_start(&c->timer, TLS_BUSY_WINDOW_S);
+        return;
+    }
+    c->keeps_buffers = false;
+    c->records = 0;
+    SSL_set_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
+    (void)SSL_free_buffers(c->ssl);
 }
 
 /* ---- Hooks: events from the real transport */
@@ -249,17 +342,15 @@ static int setup_ssl(tls_conn *c)
     c->ssl = tw__tls_context_new_ssl(c->ctx, c->hostname, &c->gen);
     if (!c->ssl)
         return TW_ENOMEM;
-    c->rbio = BIO_new(BIO_s_mem());
-    c->wbio = BIO_new(BIO_s_mem());
-    if (!c->rbio || !c->wbio) {
-        BIO_free(c->rbio);
-        BIO_free(c->wbio);
-        c->rbio = c->wbio = NULL;
+    BIO *bio = new_bio(c);
+    if (!bio) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+        tw__tls_gen_unref(c->gen);
+        c->gen = NULL;
         return TW_ENOMEM;
     }
-    /* An empty memory BIO means "no more yet", not end of file. */
-    BIO_set_mem_eof_return(c->rbio, -1);
-    SSL_set_bio(c->ssl, c->rbio, c->wbio);
+    SSL_set_bio(c->ssl, bio, bio); /* one reference, for both directions */
     if (c->server)
         SSL_set_accept_state(c->ssl);
     else
@@ -280,7 +371,7 @@ static void tls_connection_made(tw_wrapper *w)
         return;
     }
     if (real->reactor) {
-        tw_timer_init(&c->timer, tw_reactor_clock(real->reactor), on_timeout);
+        tw_timer_init(&c->timer, tw_reactor_clock(real->reactor), on_timer);
         c->timer_set = true;
         tw_timer_start(&c->timer, tw__tls_context_handshake_timeout(c->ctx));
     }
@@ -294,14 +385,18 @@ static void tls_data_received(tw_wrapper *w, const char *data, size_t len)
     tls_conn *c = conn_of(w);
     if (c->failed || c->aborted || !c->ssl)
         return;
-    if (len > 0 && BIO_write(c->rbio, data, (int)len) != (int)len) {
-        fail_with(c, tw_failure_new(TW_ENOMEM, NULL, "out of memory for TLS input"));
-        return;
-    }
     /* After our lose_connection (close_notify sent) the peer's last records
      * are still read: plaintext sent before its close_notify is delivered. */
-    if (!c->closed || c->handshake_done)
-        drive(c);
+    if (c->closed && !c->handshake_done)
+        return;
+    c->in = data;
+    c->in_len = len;
+    drive(c);
+    /* Bytes left unread came after a close_notify or a failure. */
+    c->in = NULL;
+    c->in_len = 0;
+    if (c->handshake_done)
+        note_traffic(c);
 }
 
 static void tls_connection_lost(tw_wrapper *w, tw_failure *reason)
@@ -348,7 +443,8 @@ static int tls_write(tw_wrapper *w, const void *data, size_t len)
         return tw_wqueue_append(&c->pending, data, len);
     if (ssl_write_all(c, data, len) < 0)
         return TW_ENOTCONN;
-    return flush_out(c);
+    note_traffic(c);
+    return 0;
 }
 
 static int tls_write_iov(tw_wrapper *w, const struct iovec *iov, int iovcnt)
@@ -382,7 +478,8 @@ static int tls_write_iov(tw_wrapper *w, const struct iovec *iov, int iovcnt)
     for (int i = 0; i < iovcnt; i++)
         if (ssl_write_all(c, iov[i].iov_base, iov[i].iov_len) < 0)
             return TW_ENOTCONN;
-    return flush_out(c);
+    note_traffic(c);
+    return 0;
 }
 
 static int tls_write_zerocopy(tw_wrapper *w, const void *data, size_t len, tw_release_fn release,
@@ -395,11 +492,11 @@ static int tls_write_zerocopy(tw_wrapper *w, const void *data, size_t len, tw_re
         return tw_wqueue_append_zerocopy(&c->pending, data, len, release, arg);
     /* Encryption copies: the caller's bytes are done with at once. */
     if (ssl_write_all(c, data, len) < 0)
-        return TW_ENOTCONN;
-    int rc = flush_out(c);
+        return TW_ENOTCONN; /* the caller still owns data */
     if (release)
         release(arg);
-    return rc;
+    note_traffic(c);
+    return 0;
 }
 
 static int tls_lose_connection(tw_wrapper *w)
@@ -643,4 +740,10 @@ bool tw__tls_session_reused(const tw_transport *t)
 {
     tls_conn *c = done_of(t);
     return c && SSL_session_reused(c->ssl);
+}
+
+bool tw__tls_keeps_buffers(const tw_transport *t)
+{
+    tls_conn *c = tls_of(t);
+    return c && c->keeps_buffers;
 }

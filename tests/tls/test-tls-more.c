@@ -430,3 +430,78 @@ TW_REACTOR_TEST(tls_more, slow_reader_pauses_the_producer)
     tw_tls_context_unref(cctx);
     tt_pki_free(pki);
 }
+
+/* Buffers: a busy connection keeps OpenSSL's buffers between records; once
+ * a window passes without much traffic it goes back to releasing them, and
+ * it still works afterwards. */
+struct ping {
+    int sent, target;
+};
+
+static void ping_data(tt_side *s, tw_protocol *p, const char *d, size_t n)
+{
+    (void)d, (void)n;
+    struct ping *pg = s->user;
+    if (s->got_len == (size_t)pg->sent * 4 && pg->sent < pg->target) {
+        cr_assert_eq(tw_transport_write(p->transport, "ping", 4), 0);
+        pg->sent++;
+    }
+}
+
+static bool pings_done(void *arg)
+{
+    tt_side *s = arg;
+    struct ping *pg = s->user;
+    return s->got_len == (size_t)pg->target * 4;
+}
+
+static bool releases_again(void *arg)
+{
+    tt_side *s = arg;
+    return s->p && !tw__tls_keeps_buffers(s->p->transport);
+}
+
+TW_REACTOR_TEST(tls_more, busy_connection_keeps_buffers_until_quiet)
+{
+    tt_pki *pki = tt_pki_new();
+    tw_tls_context *sctx = tt_server_ctx(&pki->server, NULL);
+    tw_tls_context *cctx = tt_client_ctx(pki, NULL);
+    tt_pair pp;
+    tt_pair_init(&pp);
+    pp.side[0].echo = true;
+    struct ping pg = {.sent = 1, .target = 3};
+    pp.side[1].user = &pg;
+    pp.side[1].on_data = ping_data;
+    pp.side[1].send_at_made = "ping";
+    tt_listen(r, &pp, sctx);
+    tt_connect(r, &pp, cctx, "localhost");
+
+    /* A few records: not busy. */
+    cr_assert(tt_run_until(r, pings_done, &pp.side[1]));
+    cr_assert_not(tw__tls_keeps_buffers(pp.side[0].p->transport));
+    cr_assert_not(tw__tls_keeps_buffers(pp.side[1].p->transport));
+
+    /* Many: both ends keep their buffers. */
+    pg.target = 40;
+    cr_assert_eq(tw_transport_write(pp.side[1].p->transport, "ping", 4), 0);
+    pg.sent++;
+    cr_assert(tt_run_until(r, pings_done, &pp.side[1]));
+    cr_assert(tw__tls_keeps_buffers(pp.side[0].p->transport));
+    cr_assert(tw__tls_keeps_buffers(pp.side[1].p->transport));
+
+    /* Quiet: released again (within two windows), and still working. */
+    cr_assert(tt_run_until(r, releases_again, &pp.side[0]));
+    cr_assert(tt_run_until(r, releases_again, &pp.side[1]));
+    pg.target = 42;
+    cr_assert_eq(tw_transport_write(pp.side[1].p->transport, "ping", 4), 0);
+    pg.sent++;
+    cr_assert(tt_run_until(r, pings_done, &pp.side[1]));
+    cr_assert_eq(memcmp(pp.side[1].got + 41 * 4, "ping", 4), 0);
+
+    tw_transport_lose_connection(pp.side[1].p->transport);
+    tt_pair_finish(r, &pp);
+    cr_assert_eq(pp.side[0].lost_code, TW_ECONNDONE, "%s", pp.side[0].lost_msg);
+    tw_tls_context_unref(sctx);
+    tw_tls_context_unref(cctx);
+    tt_pki_free(pki);
+}

@@ -1,0 +1,98 @@
+/* What the process and stdio transports share: a per-thread block holding
+ * the read buffer and the stack a spawned child runs on, and pipe writes
+ * that cannot raise SIGPIPE. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <twine/alloc.h>
+#include <twine/net.h>
+
+#include "process/process-internal.h"
+
+/* One block per thread: reads land in its first part (one reactor per
+ * thread reads at a time, as in stream.c), and the child of a spawn runs on
+ * its second part while the parent is suspended (CLONE_VFORK), so neither
+ * needs memory once the thread has it. The child's stack is 16-aligned by
+ * tw_malloc's alignment and the read buffer's size. */
+#define BLOCK_SIZE (TW_NET_READ_SIZE + TW__CHILD_STACK_SIZE)
+
+static _Thread_local char *block;
+static pthread_key_t block_key;
+static pthread_once_t block_once = PTHREAD_ONCE_INIT;
+static bool block_key_ok;
+
+static void block_exit(void *b)
+{
+    tw_free(b);
+    block = NULL;
+}
+
+static void block_key_create(void)
+{
+    block_key_ok = pthread_key_create(&block_key, block_exit) == 0;
+}
+
+static char *block_get(void)
+{
+    if (block)
+        return block;
+    pthread_once(&block_once, block_key_create);
+    char *b = tw_malloc(BLOCK_SIZE);
+    if (!b)
+        return NULL;
+    if (block_key_ok)
+        pthread_setspecific(block_key, b);
+    block = b;
+    return b;
+}
+
+char *tw__process_read_buffer(void)
+{
+    return block_get();
+}
+
+char *tw__process_child_stack(void)
+{
+    char *b = block_get();
+    return b ? b + TW_NET_READ_SIZE : NULL;
+}
+
+ssize_t tw__pipe_writev(int fd, const struct iovec *iov, int iovcnt)
+{
+    /* A pipe has no MSG_NOSIGNAL: block SIGPIPE for the call, and take back
+     * the one a write to a pipe without reader raised (it is directed at this
+     * thread, and pending while blocked) so it is never delivered. */
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    ssize_t n;
+    do {
+        n = writev(fd, iov, iovcnt);
+    } while (n < 0 && errno == EINTR);
+    int err = n < 0 ? errno : 0;
+    if (err == EPIPE && !sigismember(&old, SIGPIPE)) {
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+            ;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (n >= 0)
+        return n;
+    return err == EAGAIN || err == EWOULDBLOCK ? 0 : -err;
+}
+
+ssize_t tw__pipe_read(int fd, char *buf, size_t len)
+{
+    for (;;) {
+        ssize_t n = read(fd, buf, len);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+}
