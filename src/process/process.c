@@ -1160,7 +1160,7 @@ int tw_spawn_process(tw_reactor *r, tw_process_protocol *pp, const char *executa
             bool reads = map[i].kind == TW_CHILD_FD_READ;
             pe->dir = reads ? D_READ : D_WRITE;
             pe->child_fd = map[i].child_fd;
-            int child_end;
+            int child_end = -1;
             rc = make_pipe(reads, &pe->io.fd, &child_end);
             if (rc == 0) {
                 child_ends[nchild++] = child_end;

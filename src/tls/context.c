@@ -271,7 +271,8 @@ static SSL_CTX *ctx_base(tw_tls_context *ctx, tw_failure **failure, int *rc)
     SSL_CTX_set_ex_data(sc, ex_index_ctx, ctx);
     SSL_CTX_set_options(sc, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
                                 (ctx->no_session_tickets ? SSL_OP_NO_TICKET : 0));
-    SSL_CTX_set_mode(sc, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_mode(sc, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                             SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     if ((*rc = set_versions(sc, ctx, failure)) < 0) {
         SSL_CTX_free(sc);
         return NULL;
