@@ -9,7 +9,9 @@ With TWINE_VALGRIND=1 every Twine program runs under valgrind's memcheck and
 must exit with no leak and no error (coroutine stacks are registered with
 valgrind, so it stays quiet about the stack switches too)."""
 import os
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -37,9 +39,11 @@ def run(name, *args):
 
 class PyServer:
     """A listening socket on loopback (or a Unix path) with one thread per
-    connection running handler(conn)."""
+    connection running handler(conn); with tls (an ssl.SSLContext), each
+    connection is TLS."""
 
-    def __init__(self, handler, family=socket.AF_INET, path=None):
+    def __init__(self, handler, family=socket.AF_INET, path=None, tls=None):
+        self.tls = tls
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         if family == socket.AF_UNIX:
             self.sock.bind(path)
@@ -62,9 +66,11 @@ class PyServer:
 
     def serve(self, conn):
         try:
+            if self.tls:
+                conn = self.tls.wrap_socket(conn, server_side=True)
             with conn:
                 self.handler(conn)
-        except OSError as e:
+        except (OSError, ssl.SSLError) as e:
             self.errors.append(e)
 
     def close(self):
@@ -172,6 +178,48 @@ class CoroEchoClientFailures(unittest.TestCase):
         status, _, err = run("coro-echo-client", "tcp:127.0.0.1:9")
         self.assertEqual(status, 2)
         self.assertIn("usage", err)
+
+
+@unittest.skipUnless(shutil.which("openssl"), "needs the openssl command")
+class CoroEchoClientTLS(unittest.TestCase):
+    """The same straight-line client over tls: (the stream sits on the TLS
+    transport), against Python's ssl module as the server."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.TemporaryDirectory()
+        cls.cert = os.path.join(cls.dir.name, "cert.pem")
+        cls.key = os.path.join(cls.dir.name, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", cls.key, "-out", cls.cert,
+                        "-days", "2", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost"],
+                       check=True, capture_output=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.dir.cleanup()
+
+    def setUp(self):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.cert, self.key)
+        self.srv = PyServer(echo, tls=ctx)
+        self.addCleanup(self.srv.close)
+
+    def test_echoes_over_tls(self):
+        status, out, err = run("coro-echo-client",
+                               f"tls:localhost:{self.srv.port}:trustRoots={self.cert}",
+                               "secret", "handshake first")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(out.decode(), "Connected.\nServer said: secret\n"
+                         "Server said: handshake first\nConnection closed - goodbye!\n")
+
+    def test_an_untrusted_server_ends_the_stream_with_a_verify_failure(self):
+        # No trustRoots: the system's store does not know this certificate.
+        status, out, err = run("coro-echo-client", f"tls:localhost:{self.srv.port}", "hi")
+        self.assertEqual(status, 1)
+        self.assertNotIn(b"Server said", out)
+        self.assertIn("verif", err.lower())
 
 
 class CoroFetch(unittest.TestCase):
