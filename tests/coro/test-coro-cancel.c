@@ -329,3 +329,50 @@ CORO_TEST(cancel, cancelling_with_no_memory_still_ends_cleanly)
     tw_deferred_unref(d);
     tw_deferred_unref(v.waits_on);
 }
+
+/* ---- A tree: cancelling the outer coroutine reaches the inner one */
+
+struct tree {
+    tw_reactor *r;
+    tw_deferred *leaf; /* what the inner coroutine waits on */
+    int inner_saw, outer_saw;
+    char order[8];
+    size_t n;
+};
+
+static tw_result inner_coro(void *arg)
+{
+    struct tree *t = arg;
+    tw_result res = tw_await(tw_deferred_ref(t->leaf));
+    t->inner_saw = coro_code(res);
+    t->order[t->n++] = 'i'; /* the inner cleans up first */
+    return res;
+}
+
+static tw_result outer_coro(void *arg)
+{
+    struct tree *t = arg;
+    tw_result res = tw_await(tw_coro_start(t->r, inner_coro, t, NULL));
+    t->outer_saw = coro_code(res);
+    t->order[t->n++] = 'o';
+    return res;
+}
+
+CORO_TEST(cancel, cancelling_an_outer_coroutine_cancels_the_inner_one_it_awaits)
+{
+    struct tree t = {.r = r, .leaf = tw_deferred_new(count_cancel, NULL)};
+    tw_deferred *d = tw_coro_start(r, outer_coro, &t, NULL);
+    tw_coro_stats st;
+    tw_coro_get_stats(&st);
+    cr_assert_eq(st.live, 2);
+    tw_deferred_cancel(d);
+    cr_assert_eq(canceller_calls, 1, "the leaf's canceller ran");
+    cr_assert_eq(t.inner_saw, TW_ECANCELED);
+    cr_assert_eq(t.outer_saw, TW_ECANCELED);
+    cr_assert_str_eq(t.order, "io");
+    tw_result res = twtest_wait(r, d);
+    cr_assert_eq(coro_code(res), TW_ECANCELED);
+    tw_result_release(&res);
+    tw_deferred_unref(d);
+    tw_deferred_unref(t.leaf);
+}
