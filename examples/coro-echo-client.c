@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include <twine/coro-stream.h>
+#include <twine/task.h>
 #include <twine/twine.h>
 
 struct job {
@@ -22,9 +23,16 @@ struct job {
     const char *endpoint;
     char **messages;
     int count;
-    int status;
-    bool finished;
 };
+
+/* Says why on stderr and gives the exit status to tw_react. */
+static tw_result give_up(tw_failure *why)
+{
+    fprintf(stderr, "coro-echo-client: %s\n", tw_failure_message(why));
+    int status = tw_failure_code(why) == TW_EINVAL ? 2 : 1;
+    tw_failure_unref(why);
+    return tw_react_exit(status);
+}
 
 static tw_result echo_all(void *arg)
 {
@@ -33,7 +41,7 @@ static tw_result echo_all(void *arg)
     tw_failure *why;
     if (tw_await_connect(job->reactor, job->endpoint, &s, &why) < 0) {
         printf("Connection failed - goodbye!\n");
-        return tw_result_fail(why);
+        return give_up(why);
     }
     printf("Connected.\n");
     for (int i = 0; i < job->count; i++) {
@@ -50,7 +58,7 @@ static tw_result echo_all(void *arg)
                                  f ? tw_failure_message(f) : tw_strerror(code));
             free(echo);
             tw_coro_stream_free(s);
-            return tw_result_fail(why);
+            return give_up(why);
         }
         printf("Server said: %.*s\n", (int)len, echo);
         free(echo);
@@ -58,21 +66,15 @@ static tw_result echo_all(void *arg)
     int rc = tw_await_close(s);
     printf("Connection closed - goodbye!\n");
     if (rc < 0)
-        return tw_result_fail(tw_failure_new(rc, NULL, "the connection did not end cleanly"));
+        return give_up(tw_failure_new(rc, NULL, "the connection did not end cleanly"));
     return tw_result_ok(NULL, NULL);
 }
 
-static tw_result finished(tw_result result, void *arg)
+static tw_deferred *start(tw_reactor *r, void *arg)
 {
     struct job *job = arg;
-    if (result.failure) {
-        fprintf(stderr, "coro-echo-client: %s\n", tw_failure_message(result.failure));
-        job->status = tw_failure_code(result.failure) == TW_EINVAL ? 2 : 1;
-        tw_result_release(&result);
-    }
-    job->finished = true;
-    tw_reactor_stop(job->reactor); /* TW_ENOTRUNNING if it ended before run: fine */
-    return tw_result_ok(NULL, NULL);
+    job->reactor = r;
+    return tw_coro_start(r, echo_all, job, NULL);
 }
 
 int main(int argc, char **argv)
@@ -83,17 +85,5 @@ int main(int argc, char **argv)
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     struct job job = {.endpoint = argv[1], .messages = argv + 2, .count = argc - 2};
-    if (tw_reactor_new(&job.reactor, NULL) < 0)
-        return 1;
-    tw_deferred *d = tw_coro_start(job.reactor, echo_all, &job, NULL);
-    if (!d || tw_deferred_add_both(d, finished, &job) < 0) {
-        fprintf(stderr, "coro-echo-client: out of memory\n");
-        job.status = 1;
-        job.finished = true;
-    }
-    tw_deferred_unref(d);
-    if (!job.finished) /* a bad description fails before the first wait */
-        tw_reactor_run(job.reactor);
-    tw_reactor_free(job.reactor);
-    return job.status;
+    return tw_react(start, &job, NULL); /* runs the reactor until the coroutine returns */
 }

@@ -10,23 +10,26 @@
 #include <stdio.h>
 
 #include <twine/coro-stream.h>
+#include <twine/task.h>
 #include <twine/twine.h>
 
-struct job {
-    tw_reactor *reactor;
-    const char *endpoint;
-    int status;
-    bool finished;
-};
+static tw_result give_up(tw_failure *why)
+{
+    fprintf(stderr, "coro-fetch: %s\n", tw_failure_message(why));
+    int status = tw_failure_code(why) == TW_EINVAL ? 2 : 1;
+    tw_failure_unref(why);
+    return tw_react_exit(status);
+}
 
 static tw_result fetch(void *arg)
 {
-    struct job *job = arg;
-    double start = tw_reactor_seconds(job->reactor);
+    const char *endpoint = arg;
+    tw_reactor *r = tw_coro_reactor(tw_coro_current());
+    double start = tw_reactor_seconds(r);
     tw_coro_stream *s;
     tw_failure *why;
-    if (tw_await_connect(job->reactor, job->endpoint, &s, &why) < 0)
-        return tw_result_fail(why);
+    if (tw_await_connect(r, endpoint, &s, &why) < 0)
+        return give_up(why);
     size_t total = 0;
     ssize_t n;
     char buf[16384];
@@ -35,30 +38,21 @@ static tw_result fetch(void *arg)
         total += (size_t)n;
     }
     fflush(stdout);
-    double took = tw_reactor_seconds(job->reactor) - start;
-    fprintf(stderr, "coro-fetch: %zu bytes in %.3f s\n", total, took);
+    fprintf(stderr, "coro-fetch: %zu bytes in %.3f s\n", total, tw_reactor_seconds(r) - start);
     if (n < 0) { /* not a clean end: say why */
         tw_failure *f = tw_coro_stream_failure(s);
         why = tw_failure_new((int)n, f ? tw_failure_ref(f) : NULL, "the connection broke: %s",
                              f ? tw_failure_message(f) : tw_strerror((int)n));
         tw_coro_stream_free(s);
-        return tw_result_fail(why);
+        return give_up(why);
     }
     tw_coro_stream_free(s);
-    return tw_result_from_int((intptr_t)total);
+    return tw_result_ok(NULL, NULL);
 }
 
-static tw_result finished(tw_result result, void *arg)
+static tw_deferred *start(tw_reactor *r, void *endpoint)
 {
-    struct job *job = arg;
-    if (result.failure) {
-        fprintf(stderr, "coro-fetch: %s\n", tw_failure_message(result.failure));
-        job->status = tw_failure_code(result.failure) == TW_EINVAL ? 2 : 1;
-        tw_result_release(&result);
-    }
-    job->finished = true;
-    tw_reactor_stop(job->reactor);
-    return tw_result_ok(NULL, NULL);
+    return tw_coro_start(r, fetch, endpoint, NULL);
 }
 
 int main(int argc, char **argv)
@@ -67,18 +61,5 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s ENDPOINT\n", argv[0]);
         return 2;
     }
-    struct job job = {.endpoint = argv[1]};
-    if (tw_reactor_new(&job.reactor, NULL) < 0)
-        return 1;
-    tw_deferred *d = tw_coro_start(job.reactor, fetch, &job, NULL);
-    if (!d || tw_deferred_add_both(d, finished, &job) < 0) {
-        fprintf(stderr, "coro-fetch: out of memory\n");
-        job.status = 1;
-        job.finished = true;
-    }
-    tw_deferred_unref(d);
-    if (!job.finished)
-        tw_reactor_run(job.reactor);
-    tw_reactor_free(job.reactor);
-    return job.status;
+    return tw_react(start, argv[1], NULL);
 }
