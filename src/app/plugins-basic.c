@@ -32,8 +32,8 @@
  * endpoints), that is the client's address, not the proxy's. */
 static void log_peer(tw_protocol *p, const char *ns)
 {
-    if (tw_log_get_level() > TW_LOG_DEBUG && !tw_log_namespace_enabled(ns, TW_LOG_DEBUG))
-        return;
+    if (!tw_log_namespace_enabled(ns, TW_LOG_DEBUG))
+        return; /* no formatting for a line nobody sees */
     tw_address peer;
     char where[TW_ADDRESS_STRLEN];
     if (tw_transport_get_peer(p->transport, &peer) == 0)

@@ -61,6 +61,17 @@ static bool unix_file(const tw_address *a)
            a->u.un.sun_path[0] != '\0';
 }
 
+/* Whether nobody listens on the Unix socket file at addr. */
+static bool stale(const tw_address *addr)
+{
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe < 0)
+        return false;
+    bool refused = connect(probe, &addr->u.sa, addr->len) < 0 && errno == ECONNREFUSED;
+    close(probe);
+    return refused;
+}
+
 static int bind_listen(void *arg, tw_reactor *r, const tw_address *addr,
                        const tw_listen_options *opts, tw_factory *factory, tw_listening_port **out)
 {
@@ -87,8 +98,15 @@ static int bind_listen(void *arg, tw_reactor *r, const tw_address *addr,
         goto fail_errno;
     if (family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0)
         goto fail_errno;
-    if (bind(fd, &addr->u.sa, addr->len) < 0)
-        goto fail_errno;
+    if (bind(fd, &addr->u.sa, addr->len) < 0) {
+        /* A socket file nobody listens on any more (its process died): with
+         * lockfile=1, tw_listen_stream would take its place, so do we. */
+        rc = -errno;
+        if (rc != TW_EADDRINUSE || !path || !opts || !opts->lockfile || !stale(addr))
+            goto fail;
+        if (unlink(path) < 0 || bind(fd, &addr->u.sa, addr->len) < 0)
+            goto fail_errno;
+    }
     if (path && chmod(path, opts && opts->mode ? opts->mode : 0666) < 0) {
         rc = -errno;
         unlink(path);

@@ -547,6 +547,25 @@ class Workers(unittest.TestCase):
         t.wait_for(r"worker 2 \(pid \d+\) serving", count=2)
         self.assertEqual(t.stop()[0], 0)
 
+    def test_unix_socket_shared_and_removed(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "echo.sock")
+            # A stale socket file, as a crashed server leaves it: taken over.
+            with socket.socket(socket.AF_UNIX) as old:
+                old.bind(path)
+            t = Twined("--workers", "2", "echo", "--listen", f"unix:{path}",
+                       wait_listening=False)
+            t.wait_for(r"2 worker\(s\) serving")
+            for _ in range(6):
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.settimeout(TIMEOUT)
+                    s.connect(path)
+                    s.sendall(b"unix")
+                    self.assertEqual(s.recv(10), b"unix")
+            code, err = t.stop()
+            self.assertEqual(code, 0, err)
+            self.assertFalse(os.path.exists(path), "the supervisor removed its socket file")
+
     def test_sigterm_drains_every_worker(self):
         t = Twined("--workers", "2", "--grace", "20", "echo", "--listen", LOCAL)
         t.wait_for(r"2 worker\(s\) serving")
