@@ -3,7 +3,7 @@
  *
  *     twined [--log-level L] [--log-format text|json] [--log-file F]
  *            [--reactor NAME] [--workers N] [--pidfile F] [--grace S]
- *            PLUGIN [plugin options]
+ *            [--uid USER] [--gid GROUP] PLUGIN [plugin options]
  *
  * The launcher knows no plugin by name: it parses its own options up to the
  * first word that is not one, finds that plugin in the registry, and hands
@@ -15,7 +15,9 @@
  * cuts the grace short); SIGHUP reopens the log file (log rotation).
  * Under systemd, READY=1 and STOPPING=1 go to $NOTIFY_SOCKET. */
 #include <errno.h>
+#include <grp.h>
 #include <math.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -56,6 +58,11 @@ static const tw_plugin_option launcher_options[] = {
      "(0: serve in this process).",
      "0", false},
     {"pidfile", 0, "FILE", "Write the process id to FILE while running.", NULL, false},
+    {"uid", 'u', "USER",
+     "Once the ports are bound, run as USER (a name or a number; needs root). With --workers, "
+     "the workers run as USER and the supervisor stays.",
+     NULL, false},
+    {"gid", 'g', "GROUP", "Run as GROUP (a name or a number; default: USER's group).", NULL, false},
     {"grace", 0, "SECONDS",
      "On SIGTERM, how long open connections may take to finish before they are closed.", "10",
      false},
@@ -166,6 +173,30 @@ static void log_ports(const twined_config *cfg, tw_service *s)
 void twined_log_ports(const twined_config *cfg, tw_service *tree)
 {
     log_ports(cfg, tree);
+}
+
+int twined_drop_privileges(const twined_config *cfg)
+{
+    if (!cfg->set_uid && !cfg->set_gid)
+        return 0;
+    int rc = 0;
+    const char *step = NULL;
+    if (cfg->set_gid && getegid() != cfg->gid) {
+        if (setgroups(0, NULL) < 0 && errno != EPERM)
+            step = "setgroups", rc = -errno;
+        else if (setgid(cfg->gid) < 0)
+            step = "--gid", rc = -errno;
+    }
+    if (rc == 0 && cfg->set_uid && geteuid() != cfg->uid && setuid(cfg->uid) < 0)
+        step = "--uid", rc = -errno;
+    if (rc < 0) {
+        twined_complain("%s: cannot change to %ld: %s", step,
+                        strcmp(step, "--uid") == 0 ? (long)cfg->uid : (long)cfg->gid,
+                        tw_strerror(rc));
+        return rc;
+    }
+    tw_log_info(TWINED_NS, "running as uid %ld, gid %ld", (long)getuid(), (long)getgid());
+    return 0;
 }
 
 /* ---- Serving in this process */
@@ -364,6 +395,9 @@ int twined_serve(const twined_config *cfg, bool worker)
         tw_failure_unref(f);
         goto out;
     }
+    /* A worker was started as the user already. */
+    if (!worker && twined_drop_privileges(cfg) < 0)
+        goto out;
     if (!worker) {
         if (cfg->pidfile) {
             if (twined_pidfile_write(cfg->pidfile) < 0)
@@ -441,6 +475,34 @@ static int parse_config(twined_config *cfg, const tw_plugin_args *la)
         }
     }
     cfg->pidfile = tw_plugin_arg(la, "pidfile");
+    const char *user = tw_plugin_arg(la, "uid"), *group = tw_plugin_arg(la, "gid");
+    if (user) {
+        struct passwd *pw = getpwnam(user);
+        long n = strtol(user, &end, 10);
+        if (!pw && (*end || end == user || n < 0)) {
+            twined_complain("--uid: unknown user '%s'", user);
+            return -1;
+        }
+        cfg->set_uid = true;
+        cfg->uid = pw ? pw->pw_uid : (uid_t)n;
+        if (!group) {
+            pw = pw ? pw : getpwuid(cfg->uid);
+            if (pw) {
+                cfg->set_gid = true;
+                cfg->gid = pw->pw_gid;
+            }
+        }
+    }
+    if (group) {
+        struct group *gr = getgrnam(group);
+        long n = strtol(group, &end, 10);
+        if (!gr && (*end || end == group || n < 0)) {
+            twined_complain("--gid: unknown group '%s'", group);
+            return -1;
+        }
+        cfg->set_gid = true;
+        cfg->gid = gr ? gr->gr_gid : (gid_t)n;
+    }
     const char *fmt = tw_plugin_arg(la, "log-format");
     if (fmt && strcmp(fmt, "text") != 0 && strcmp(fmt, "json") != 0) {
         twined_complain("--log-format: '%s' is neither text nor json", fmt);

@@ -219,7 +219,12 @@ static int spawn_worker(struct worker *w)
     if (env && wp) {
         tw_process_protocol_init(&wp->base, &worker_ops);
         wp->w = w;
-        tw_process_options opts = {.child_fds = map, .n_child_fds = n};
+        tw_process_options opts = {.child_fds = map,
+                                   .n_child_fds = n,
+                                   .set_uid = sup->cfg->set_uid,
+                                   .uid = sup->cfg->uid,
+                                   .set_gid = sup->cfg->set_gid,
+                                   .gid = sup->cfg->gid};
         rc = tw_spawn_process(sup->r, &wp->base, sup->exe, sup->cfg->argv, env, NULL, &opts,
                               &w->proc, &f); /* takes wp whatever it returns */
     } else {

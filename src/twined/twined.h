@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include <twine/log.h>
 #include <twine/plugin.h>
@@ -24,10 +25,13 @@ typedef struct twined_config {
     char **argv;
     const tw_plugin *plugin;
     tw_plugin_args *args;
-    const char *backend; /* --reactor, or NULL */
-    long workers;        /* --workers; 0: serve in this process */
-    const char *pidfile; /* or NULL */
-    double grace;        /* --grace seconds */
+    const char *backend;   /* --reactor, or NULL */
+    long workers;          /* --workers; 0: serve in this process */
+    const char *pidfile;   /* or NULL */
+    bool set_uid, set_gid; /* --uid / --gid: who to run as once the ports are bound */
+    uid_t uid;
+    gid_t gid;
+    double grace; /* --grace seconds */
     tw_log_file *log;
 } twined_config;
 
@@ -76,6 +80,10 @@ void twined_sockets_adopt_on(tw_reactor *r, int first, int count);
 void twined_sockets_off(tw_reactor *r);
 /* Closes the sockets and removes their files. */
 void twined_sockets_close(twined_sockets *s);
+
+/* Drops root for --uid/--gid (supplementary groups, then group, then user,
+ * as Twisted's switchUID). Complains and returns -errno on failure. */
+int twined_drop_privileges(const twined_config *cfg);
 
 /* ---- systemd and pid files (notify.c) */
 

@@ -277,11 +277,17 @@ class CommandLine(unittest.TestCase):
     def test_port_in_use_with_workers(self):
         self.check_port_in_use("--workers", "2")
 
-    @unittest.skipIf(os.geteuid() == 0, "root may bind any port")
     def test_permission_denied(self):
-        code, out, err = run("echo", "--listen", "tcp:7:interface=127.0.0.1")
+        # As root, run it as nobody: a port below 1024 is refused.
+        drop = (lambda: (os.setgid(65534), os.setuid(65534))) if os.geteuid() == 0 else None
+        code, out, err = run("echo", "--listen", "tcp:7:interface=127.0.0.1", preexec_fn=drop)
         self.assertEqual(code, 1, err)
         self.assertIn("permission denied", one_line(self, err))
+
+    def test_unknown_user(self):
+        code, out, err = run("--uid", "no-such-user-for-twined", "echo")
+        self.assertEqual(code, 2, err)
+        self.assertIn("--uid: unknown user 'no-such-user-for-twined'", one_line(self, err))
 
 
 class Plugins(unittest.TestCase):
@@ -482,6 +488,47 @@ class Systemd(unittest.TestCase):
         code, out, err = run("echo", "--listen", "systemd:domain=INET:index=0")
         self.assertEqual(code, 1, err)
         self.assertIn("no sockets were passed", one_line(self, err))
+
+
+def ids(pid):
+    with open(f"/proc/{pid}/status") as f:
+        status = f.read()
+    uid = int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))
+    gid = int(re.search(r"^Gid:\s+(\d+)", status, re.M).group(1))
+    return uid, gid
+
+
+@unittest.skipIf(os.geteuid() != 0, "binding a privileged port and changing user need root")
+class Privileges(unittest.TestCase):
+    """Privileged start: the port below 1024 is bound as root, then twined
+    runs as nobody (--uid)."""
+
+    def test_bind_then_drop(self):
+        port = 7
+        try:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", port))
+        except OSError:
+            self.skipTest("port 7 is taken on this machine")
+        t = Twined("--uid", "65534", "--gid", "65534", "echo", "--listen",
+                   f"tcp:{port}:interface=127.0.0.1")
+        self.assertEqual(t.port, port)
+        t.wait_for("running as uid 65534, gid 65534")
+        self.assertEqual(ids(t.proc.pid), (65534, 65534))
+        self.assertEqual(echo_once(port), b"hello")
+        self.assertEqual(t.stop()[0], 0)
+
+    def test_workers_run_as_the_user(self):
+        t = Twined("--workers", "2", "--uid", "65534", "echo", "--listen", LOCAL)
+        t.wait_for(r"2 worker\(s\) serving")
+        with t.lock:
+            pids = [int(m.group(1)) for e in t.events
+                    if (m := re.match(r"worker \d started \(pid (\d+)\)", e["message"]))]
+        for pid in pids:
+            self.assertEqual(ids(pid)[0], 65534)
+        self.assertEqual(ids(t.proc.pid)[0], 0, "the supervisor stays root")
+        self.assertEqual(echo_once(t.port), b"hello")
+        self.assertEqual(t.stop()[0], 0)
 
 
 class PidFile(unittest.TestCase):
