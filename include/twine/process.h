@@ -10,7 +10,9 @@
  * children). Every descriptor Twine opens is close-on-exec, and the child
  * gets exactly the descriptors its map names: every other descriptor of
  * the parent is closed in it (as Twisted does), whether or not it was marked
- * close-on-exec.
+ * close-on-exec (Linux 5.11+ marks them all close-on-exec in one call; older
+ * kernels have the child close them as /proc/self/fd lists them, or, without
+ * /proc, close every number below the descriptor limit, at most 65536).
  *
  * The child is started with clone(CLONE_VM | CLONE_VFORK) (vfork's speed:
  * no page tables copied) and does only async-signal-safe work before execve:
@@ -25,8 +27,10 @@
  * An executable without a '/' is searched in PATH as execvp does (Twisted
  * uses os.execvpe): the PATH of the child's environment, or, when env is
  * NULL, the parent's; "/bin:/usr/bin" when that environment has none. The
- * search happens in the parent before the child starts; relative entries
- * are taken from working_dir when one is given.
+ * search happens in the parent before the child starts, with the parent's
+ * ids (with set_uid/set_gid, a match only the parent may execute is taken,
+ * and execve then fails with TW_EACCES); relative entries are taken from
+ * working_dir when one is given.
  *
  * ---- Events, in order (ProcessProtocol)
  *   connection_made → (child_data_received | child_connection_lost)* and
@@ -155,7 +159,10 @@ typedef enum tw_child_fd_kind {
 } tw_child_fd_kind;
 
 typedef struct tw_child_fd {
-    int child_fd; /* 0 ... 1023, each at most once in a map */
+    /* 0 ... 1023, each at most once in a map, and below the soft
+     * RLIMIT_NOFILE (the child inherits it: no descriptor can be made at or
+     * above it, so such a map fails with -EMFILE). */
+    int child_fd;
     tw_child_fd_kind kind;
     int parent_fd; /* TW_CHILD_FD_INHERIT only */
 } tw_child_fd;
@@ -203,9 +210,11 @@ typedef struct tw_process_options {
  * TW_EINVAL (a NULL argument, a bad map: a child fd listed twice or out of
  * range, an INHERIT of a closed descriptor), TW_ENOENT "cannot execute
  * 'NAME': ..." (not found; a PATH search found nothing), TW_EACCES (not
- * executable), -EPERM (uid/gid), TW_ENOMEM, -EMFILE, -EAGAIN (too many
- * processes), or another -errno from the child's preparation, the failure
- * saying which step failed. */
+ * executable), -EPERM (uid/gid), TW_ENOMEM, -EMFILE (also a child fd at or
+ * above the descriptor limit), -EAGAIN (too many processes), or another
+ * -errno from the child's preparation, the failure saying which step
+ * failed. A child that failed any step before execve is never handed over
+ * as started. */
 int tw_spawn_process(tw_reactor *r, tw_process_protocol *pp, const char *executable,
                      char *const argv[], char *const env[], const char *working_dir,
                      const tw_process_options *opts, tw_process **out, tw_failure **failure);

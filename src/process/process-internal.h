@@ -91,6 +91,13 @@ int tw__spawn_resolve(const char *executable, char *const *envp, const char *cwd
 /* A readable name of a stage: "execute", "set the user id"... */
 const char *tw__spawn_stage_name(enum tw__spawn_stage stage);
 
+/* For tests: how the child closes the descriptors its map does not name.
+ * 0 (the default): marks them close-on-exec with close_range (Linux 5.11+),
+ * falling back to 1: closing what /proc/self/fd lists, falling back to 2:
+ * closing every number below the descriptor limit (at most 65536). Forcing
+ * 1 or 2 tests the fallbacks on a kernel that would not need them. */
+void tw__spawn_set_close_method(int how);
+
 /* pidfd_open(pid), or -errno (-ENOSYS where the kernel has none). */
 int tw__pidfd_open(pid_t pid);
 

@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -972,6 +973,10 @@ static const tw_child_fd default_map[] = {
 
 static int check_map(const tw_child_fd *map, size_t n, tw_failure **f)
 {
+    /* The child inherits our limit, and no descriptor can be made at or
+     * above it: said here, rather than by a child that fails. */
+    struct rlimit rl;
+    rlim_t limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : RLIM_INFINITY;
     if (n > TW_PROCESS_MAX_CHILD_FDS) {
         *f = tw_failure_new(TW_EINVAL, NULL, "spawn: %zu child descriptors (at most %d)", n,
                             TW_PROCESS_MAX_CHILD_FDS);
@@ -983,6 +988,13 @@ static int check_map(const tw_child_fd *map, size_t n, tw_failure **f)
             *f = tw_failure_new(TW_EINVAL, NULL, "spawn: child descriptor %d out of range (0-%d)",
                                 c->child_fd, MAX_CHILD_FD);
             return TW_EINVAL;
+        }
+        if (limit != RLIM_INFINITY && (rlim_t)c->child_fd >= limit) {
+            *f = tw_failure_new(-EMFILE, NULL,
+                                "spawn: child descriptor %d is not below the descriptor limit "
+                                "(RLIMIT_NOFILE %llu)",
+                                c->child_fd, (unsigned long long)limit);
+            return -EMFILE;
         }
         for (size_t j = 0; j < i; j++)
             if (map[j].child_fd == c->child_fd) {
