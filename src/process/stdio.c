@@ -55,6 +55,7 @@ enum {
     F_DISCONNECTING = 1u << 4, /* lose_connection (or end of file): flush, then end */
     F_LOST_PENDING = 1u << 5,
     F_LOST = 1u << 6,
+    F_PULL_PENDING = 1u << 7, /* a file took a pull producer's write: ask it for more */
 };
 
 #define F_NO_WRITE (F_WRITE_SHUTTING | F_WRITE_CLOSED | F_DISCONNECTING | F_LOST_PENDING | F_LOST)
@@ -315,8 +316,14 @@ static int stdio_write_iov(tw_transport *t, const struct iovec *iov, int iovcnt)
             int rc = write_all(s->out.io.fd, iov + i, iovcnt - i);
             if (rc < 0) {
                 schedule_loss(s, rc);
-                break;
+                return 0;
             }
+        }
+        /* Nothing is ever queued for a file, so no drain will ask a pull
+         * producer for more: `later` does, once this call has returned. */
+        if (s->producer && !s->streaming) {
+            s->flags |= F_PULL_PENDING;
+            tw_timer_start(&s->later, 0); /* armed: moves without allocating */
         }
         return 0;
     }
@@ -451,6 +458,12 @@ static void on_later(tw_timer *t)
         finish(s, s->reason);
     } else if (s->out.mode == M_FILE && (s->flags & F_WRITE_SHUTTING)) {
         after_drain(s); /* nothing is ever queued for a file */
+    }
+    if (s->flags & F_PULL_PENDING) {
+        s->flags &= ~(uint32_t)F_PULL_PENDING;
+        tw_producer *prod = s->producer;
+        if (prod && !s->streaming && !(s->flags & F_NO_WRITE))
+            prod->ops->resume_producing(prod);
     }
     if (!(s->flags & (F_LOST | F_LOST_PENDING)) && s->in.mode == M_FILE && want_read(s)) {
         do_read(s, 1);

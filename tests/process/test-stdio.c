@@ -392,6 +392,96 @@ TW_REACTOR_TEST(stdio, reactor_shutdown_ends_it)
     tw_free(e);
 }
 
+/* A pull producer on the stdio transport: asked for more each time what it
+ * wrote is gone, whatever stdout is (a regular file or /dev/null takes
+ * every write at once, so nothing is ever queued). */
+struct pull {
+    tw_producer base;
+    tw_transport *t;
+    int resumes, writes, stops, depth, max_depth;
+};
+
+static void pull_resume(tw_producer *p)
+{
+    struct pull *pl = (struct pull *)p;
+    pl->resumes++;
+    if (++pl->depth > pl->max_depth)
+        pl->max_depth = pl->depth;
+    if (pl->writes < 10) {
+        pl->writes++;
+        cr_assert_eq(tw_transport_write(pl->t, "chunk\n", 6), 0);
+    }
+    pl->depth--;
+}
+
+static void pull_stop(tw_producer *p)
+{
+    ((struct pull *)p)->stops++;
+}
+
+static const tw_producer_ops pull_ops = {NULL, pull_resume, pull_stop};
+
+static void pull_producer_to(tw_reactor *r, int out_fd, bool zerocopy)
+{
+    int in[2];
+    cr_assert_eq(pipe2(in, O_CLOEXEC), 0);
+    struct echo *e = echo_new(&echo_ops);
+    tw_stdio_options o = {.in_fd = in[0], .out_fd = out_fd};
+    tw_transport *t;
+    cr_assert_eq(tw_stdio_new(r, &e->base, &o, &t), 0);
+    struct pull pl = {.base = {&pull_ops}, .t = t};
+    if (zerocopy)
+        cr_assert_eq(tw_transport_write_zerocopy(t, "zc\n", 3, NULL, NULL), 0);
+    cr_assert_eq(tw_transport_register_producer(t, &pl.base, false), 0);
+    cr_assert_eq(pl.resumes, 1);
+    for (int i = 0; i < 40 && pl.resumes < 11; i++)
+        tw_reactor_iterate(r, 0.01);
+    cr_assert_eq(pl.writes, 10);
+    cr_assert_eq(pl.resumes, 11, "asked again after each write: %d", pl.resumes);
+    cr_assert_eq(pl.max_depth, 1, "never from inside its own write");
+    for (int i = 0; i < 5; i++)
+        tw_reactor_iterate(r, 0.01);
+    cr_assert_eq(pl.resumes, 11, "not asked again without a write");
+    cr_assert_eq(tw_transport_lose_connection(t), 0);
+    run_until_lost(r, e);
+    cr_assert_eq(e->lost_code, TW_ECONNDONE);
+    cr_assert_eq(pl.stops, 1);
+    close(in[0]);
+    close(in[1]);
+    tw_free(e);
+}
+
+TW_REACTOR_TEST(stdio, pull_producer_writing_to_a_file)
+{
+    char path[] = "/tmp/twine-stdio-pull-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    pull_producer_to(r, fd, false);
+    cr_assert_eq(lseek(fd, 0, SEEK_CUR), 60, "every chunk written");
+    close(fd);
+    unlink(path);
+}
+
+TW_REACTOR_TEST(stdio, pull_producer_writing_to_dev_null)
+{
+    int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    cr_assert_geq(fd, 0);
+    pull_producer_to(r, fd, true);
+    close(fd);
+}
+
+TW_REACTOR_TEST(stdio, pull_producer_writing_to_a_pipe)
+{
+    int out[2];
+    cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
+    pull_producer_to(r, out[1], false);
+    char buf[128];
+    fcntl(out[0], F_SETFL, O_NONBLOCK);
+    cr_assert_eq(drain(out[0], buf, sizeof buf), 60);
+    close(out[0]);
+    close(out[1]);
+}
+
 /* ---- The stdio: endpoint */
 
 TW_TEST(stdio_endpoint, parses)
