@@ -333,8 +333,21 @@ void tw_process_output_free(void *output);
  * is read_connection_lost (a half-closeable protocol) or the connection's
  * end (TW_ECONNDONE). lose_connection flushes stdout, then ends the
  * connection (stdin is not read any more; it is not closed under a writer,
- * so no one gets SIGPIPE from us). A reader of stdout that goes away ends
- * the connection with -EPIPE. get_peer and get_host give the pipe address.
+ * so no one gets SIGPIPE from us). A reader of stdout that goes away (or a
+ * write to stdout that fails) is, for a protocol with write_connection_lost,
+ * the end of the write side only, as Twisted's StandardIO has it: what was
+ * queued is dropped, a registered producer is stopped, write_connection_lost
+ * runs from the reactor, writes are refused with TW_ENOTCONN, and reading
+ * goes on (end of file on stdin then ends the connection with
+ * TW_ECONNDONE); for any other protocol, or after lose_connection, it ends
+ * the connection with the error (-EPIPE). lose_write_connection flushes
+ * stdout, then closes the write side so that its reader sees end of file:
+ * a socket is shut down for writing (shutdown(SHUT_WR); reading the same
+ * socket goes on, as inetd's programs need); a pipe or FIFO is pointed at
+ * /dev/null (dup2: the number stays taken, and the pipe closes once nobody
+ * else holds it); a terminal, a regular file or another device is left as
+ * it is and no longer written (there is no end of file to give). get_peer
+ * and get_host give the pipe address.
  *
  * What each descriptor may be:
  *   a pipe, FIFO or socket   watched by the reactor; O_NONBLOCK is set on it
@@ -353,8 +366,12 @@ void tw_process_output_free(void *output);
  *       backend), and written synchronously (writes to a regular file do not
  *       wait for a peer), a short write or error ending the connection.
  * When the connection ends, each descriptor is left open and pointing where
- * it did, its flags as they were. The transport is a reactor handle: shutdown
- * ends the connection (TW_ECONNLOST). */
+ * it did, its flags as they were (but for a pipe or FIFO output half-closed
+ * by lose_write_connection, which points at /dev/null, above). A producer
+ * registered for stdout follows transport.h; with a regular file or
+ * /dev/null, which take every write at once, a pull producer is asked for
+ * more from the reactor after each write it makes. The transport is a
+ * reactor handle: shutdown ends the connection (TW_ECONNLOST). */
 
 typedef struct tw_stdio_options {
     int in_fd;  /* read from; 0 (the default) is standard input */
