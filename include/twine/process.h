@@ -53,6 +53,12 @@
  * reaped and reported as usual). A child left running that way is reaped by
  * no one until this program exits.
  *
+ * tw_reactor_free closes no handle (reactor.h): free the reactor only once
+ * every process has ended, or after a shutdown (tw_reactor_stop, and run
+ * returning) has closed them as above. A process still open when its
+ * reactor is freed is leaked, protocol and pipes included, and must not be
+ * used any more. The same holds for the stdio transport (below).
+ *
  * Everything here runs on the reactor's thread. */
 #ifndef TWINE_PROCESS_H
 #define TWINE_PROCESS_H
@@ -265,7 +271,14 @@ int tw_process_close_stderr(tw_process *p);
 
 /* signalProcess: sends signo (through the pidfd when there is one). Returns
  * 0; -ESRCH once the child has been reaped (Twisted's ProcessExitedAlready);
- * TW_EINVAL for a bad signal number. */
+ * TW_EINVAL for a bad signal number. With a pidfd the signal reaches this
+ * child or nobody. Without one (SIGCHLD mode: reap_with_sigchld, or a
+ * kernel before 5.3) it goes by pid, which is safe while Twine alone reaps
+ * the child (until then the pid stays taken, by a zombie at worst); but a
+ * child reaped by someone else (a waitpid(-1) elsewhere, SIGCHLD set to
+ * SIG_IGN) is known to be gone only once Twine has looked, on a later
+ * iteration, and meanwhile its pid may already be another process's, which
+ * the signal then reaches. Leave Twine's children to Twine. */
 int tw_process_signal(tw_process *p, int signo);
 
 /* ---- Process addresses (get_peer / get_host above, the stdio transport) */
@@ -371,7 +384,8 @@ void tw_process_output_free(void *output);
  * registered for stdout follows transport.h; with a regular file or
  * /dev/null, which take every write at once, a pull producer is asked for
  * more from the reactor after each write it makes. The transport is a
- * reactor handle: shutdown ends the connection (TW_ECONNLOST). */
+ * reactor handle: shutdown ends the connection (TW_ECONNLOST); end it (or
+ * shut the reactor down) before tw_reactor_free, which would leak it. */
 
 typedef struct tw_stdio_options {
     int in_fd;  /* read from; 0 (the default) is standard input */
