@@ -30,7 +30,12 @@ char *tw__process_read_buffer(void);
 char *tw__process_child_stack(void);
 
 /* writev that never raises SIGPIPE: a reader that went away is -EPIPE.
- * Returns the bytes written, 0 when the pipe is full (EAGAIN), or -errno. */
+ * Returns the bytes written, 0 when the pipe is full (EAGAIN), or -errno.
+ * With SIGPIPE ignored it costs one syscall more than writev (the check),
+ * else two (blocking SIGPIPE and restoring the mask); the one case not
+ * covered is another thread restoring SIGPIPE's default disposition between
+ * that check and the write. A thread that blocks SIGPIPE itself keeps its
+ * mask, and a SIGPIPE the write raised stays pending for it. */
 ssize_t tw__pipe_writev(int fd, const struct iovec *iov, int iovcnt);
 
 /* Reads into buf; returns the bytes read, 0 at end of file, -EAGAIN, or
