@@ -395,9 +395,10 @@ typedef struct tw_stdio_options {
 /* Connects p (taken over whatever this returns: on error it is released
  * without connection_made) to the descriptors; connection_made runs before
  * this returns. The descriptors stay the caller's: keep them open until the
- * connection has ended (the transport reads and writes them by number). Returns 0 and, when out is not NULL, the transport (borrowed:
- * the connection holds its only reference, as for sockets); TW_EINVAL (NULL
- * r or p, in_fd == out_fd, a descriptor not open or not readable/writable),
+ * connection has ended (the transport reads and writes them by number).
+ * Returns 0 and, when out is not NULL, the transport (borrowed: the
+ * connection holds its only reference, as for sockets); TW_EINVAL (NULL r
+ * or p, in_fd == out_fd, a descriptor not open or not readable/writable),
  * TW_EBUSY (another watcher of this reactor watches one of them), TW_ENOMEM,
  * or -errno. */
 int tw_stdio_new(tw_reactor *r, tw_protocol *p, const tw_stdio_options *opts, tw_transport **out);
