@@ -530,6 +530,22 @@ class Privileges(unittest.TestCase):
         self.assertEqual(echo_once(t.port), b"hello")
         self.assertEqual(t.stop()[0], 0)
 
+    def test_a_worker_that_cannot_start_fails_the_start(self):
+        """The workers run as nobody and cannot open root's log file: the
+        supervisor stops and exits 1, leaving nothing behind."""
+        with tempfile.TemporaryDirectory() as d:
+            os.chmod(d, 0o700)
+            log = os.path.join(d, "twined.log")
+            p = subprocess.run(command("--workers", "1", "--uid", "65534", "--log-file", log,
+                                       "echo", "--listen", LOCAL),
+                               capture_output=True, text=True, timeout=TIMEOUT,
+                               stdin=subprocess.DEVNULL)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn("cannot open", one_line(self, p.stderr))
+            with open(log) as f:
+                logged = f.read()
+            self.assertIn("exited with code 1 before it could serve: stopping", logged)
+
 
 class PidFile(unittest.TestCase):
     def test_pidfile(self):
