@@ -122,8 +122,11 @@ static void cmd_resume(tw_producer *prod)
 static void cmd_stop(tw_producer *prod)
 {
     struct run *run = (struct run *)((char *)prod - offsetof(struct run, producer));
-    /* Our stdout is gone: so is the command's (it gets SIGPIPE). */
+    /* Our stdout is gone: so is the command's (it gets SIGPIPE). Its stderr
+     * may have been paused with it (our stdout was full when its reader
+     * left): read it again, or the command's end would never be seen. */
     tw_process_close_stdout(run->base.process);
+    tw_transport_resume_producing(tw_process_transport(run->base.process));
 }
 
 static const tw_producer_ops cmd_producer_ops = {cmd_pause, cmd_resume, cmd_stop};
