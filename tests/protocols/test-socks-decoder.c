@@ -104,7 +104,8 @@ struct bytes {
 static void put(struct bytes *s, const void *p, size_t n)
 {
     cr_assert_leq(s->n + n, sizeof s->b);
-    memcpy(s->b + s->n, p, n);
+    if (n > 0)
+        memcpy(s->b + s->n, p, n);
     s->n += n;
 }
 
@@ -402,7 +403,8 @@ static void expect_error(const void *bytes, size_t len, uint8_t method, const ch
     uint8_t out[TW_SOCKS_REPLY_MAX];
     size_t n = tw_socks_error_reply(&r.d, out);
     cr_assert_eq(n, reply_len);
-    cr_assert_eq(memcmp(out, reply, n), 0);
+    if (n > 0)
+        cr_assert_eq(memcmp(out, reply, n), 0);
     size_t used = 7;
     cr_assert_eq(tw_socks_decode(&r.d, "x", 1, &used), TW_EINVAL, "done");
     cr_assert_eq(used, 0);
