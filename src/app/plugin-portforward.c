@@ -152,19 +152,20 @@ static const tw_plugin_option portforward_options[] = {
     {.name = "listen",
      .short_name = 'l',
      .metavar = "ENDPOINT",
-     .help = "where to accept connections (repeatable)",
+     .help = "Listen on ENDPOINT (default: Twisted's port 6666).",
      .default_value = "tcp:6666",
      .repeatable = true},
     {.name = "connect",
      .short_name = 'c',
      .metavar = "ENDPOINT",
-     .help = "where to forward each connection (required), e.g. tcp:example.org:80"},
+     .help = "Forward each connection to ENDPOINT (required), e.g. tcp:example.org:80."},
     {0},
 };
 
 const tw_plugin tw_plugin_portforward = {
     .name = "portforward",
-    .description = "A TCP proxy: relays each connection to --connect, with flow control both ways",
+    .description =
+        "A port forwarder: each connection is relayed to --connect, with flow control both ways.",
     .options = portforward_options,
     .make_service = make_portforward,
 };

@@ -46,10 +46,10 @@ static int read_credentials(const char *path, char **user, char **password, tw_f
 {
     FILE *f = fopen(path, "r");
     if (!f) {
-        int code = -errno;
-        *failure = tw_failure_new(code, NULL, "--credentials: cannot read '%s': %s", path,
-                                  tw_strerror(code));
-        return code;
+        /* The user's mistake, not the program's: bad input. */
+        *failure = tw_failure_new(TW_EINVAL, NULL, "--credentials: cannot read '%s': %s", path,
+                                  tw_strerror(-errno));
+        return TW_EINVAL;
     }
     char line[2 * TW_SOCKS_MAX_USER + 4];
     bool got = fgets(line, sizeof line, f) != NULL;
@@ -148,34 +148,35 @@ static const tw_plugin_option socks_options[] = {
     {.name = "listen",
      .short_name = 'l',
      .metavar = "ENDPOINT",
-     .help = "where to accept clients (repeatable)",
+     .help = "Listen on ENDPOINT (default: Twisted's, on loopback only).",
      .default_value = "tcp:1080:interface=127.0.0.1",
      .repeatable = true},
     {.name = "allow",
      .short_name = 'a',
      .metavar = "RULE",
-     .help = "a destination clients may reach (required, repeatable): HOST or HOST:PORTS; HOST is "
+     .help = "A destination clients may reach (required): HOST or HOST:PORTS. HOST is "
              "10.0.0.0/8, 192.0.2.7, [2001:db8::]/32, ::1, example.org, *.example.org or *; "
-             "PORTS is 443, 8000-8999 or *; names are matched as names, before resolving",
+             "PORTS is 443, 8000-8999 or *. Names are matched as names, before they are "
+             "resolved.",
      .repeatable = true},
     {.name = "credentials",
      .metavar = "FILE",
-     .help = "require SOCKS5 username/password (RFC 1929) from FILE's first line, USER:PASSWORD "
-             "(SOCKS4 is then refused)"},
+     .help = "Require SOCKS5 username/password (RFC 1929): USER:PASSWORD on FILE's first "
+             "line. SOCKS4 is then refused."},
     {.name = "negotiation-timeout",
      .metavar = "SECONDS",
-     .help = "close clients that have not sent a complete request by then",
+     .help = "Close a client whose request is not complete after SECONDS.",
      .default_value = "30"},
     {.name = "connect-timeout",
      .metavar = "SECONDS",
-     .help = "give up connecting to a destination after this long",
+     .help = "Give up connecting to a destination after SECONDS.",
      .default_value = "30"},
     {0},
 };
 
 const tw_plugin tw_plugin_socks = {
     .name = "socks",
-    .description = "A SOCKS4/4a/5 proxy (CONNECT only) to the destinations --allow names",
+    .description = "A SOCKS4, 4a and 5 proxy (CONNECT only) to the destinations --allow names.",
     .options = socks_options,
     .make_service = make_socks,
 };
