@@ -208,7 +208,7 @@ static void make_nonce(const tw__tls13_dir *d, uint8_t nonce[12])
 
 int tw__tls13_seal(tw__tls13 *t, uint8_t type, tw__tls13_cursor *cur, size_t len, uint8_t *out)
 {
-    if (len > TW__TLS13_MAX_PLAIN)
+    if (len > TW__TLS13_MAX_CIPHER - 1 - TW__TLS13_TAG)
         return TW_EINVAL;
     if (t->wr.seq == UINT64_MAX)
         return TW_ELIMIT;

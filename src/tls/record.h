@@ -168,8 +168,11 @@ static inline size_t tw__tls13_record_size(size_t len)
 }
 
 /* Seals one record of content type `type` whose plaintext is the next len
- * (<= TW__TLS13_MAX_PLAIN) bytes of cur into out (tw__tls13_record_size(len)
- * bytes), under the write key, and advances the write sequence number.
+ * bytes of cur into out (tw__tls13_record_size(len) bytes), under the write
+ * key, and advances the write sequence number. A valid record holds at most
+ * TW__TLS13_MAX_PLAIN bytes: callers keep to that (up to 2^14 + 239 are
+ * sealed too, for tests that need an oversized record; type 0 with the
+ * real type and zeros at the end of the plaintext makes a padded one).
  * Returns the record's size; TW_ELIMIT (sequence numbers exhausted: the key
  * must not be used again); TW_ENOMEM; TW_ETLS (the cipher failed); TW_EINVAL
  * (len too big, or cur holds fewer bytes). */
