@@ -257,8 +257,12 @@ int tw__tls13_seal(tw__tls13 *t, uint8_t type, tw__tls13_cursor *cur, size_t len
     if (!EVP_EncryptFinal_ex(c, out + pos, &n))
         return TW_ETLS;
     pos += (size_t)n;
-    if (pos != TW__TLS13_HEADER + len + 1 ||
-        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, TW__TLS13_TAG, out + pos) != 1)
+    /* The tag through params: EVP_CIPHER_CTX_ctrl would translate to them. */
+    OSSL_PARAM tp[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, out + pos, TW__TLS13_TAG),
+        OSSL_PARAM_construct_end(),
+    };
+    if (pos != TW__TLS13_HEADER + len + 1 || EVP_CIPHER_CTX_get_params(c, tp) != 1)
         return TW_ETLS;
     return (int)(pos + TW__TLS13_TAG);
 }
@@ -366,10 +370,13 @@ static int open_record(tw__tls13 *t, const uint8_t *hdr, const uint8_t *body, si
     size_t clen = blen - TW__TLS13_TAG;
     memcpy(tag, body + clen, TW__TLS13_TAG);
     int n, m;
+    OSSL_PARAM tp[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, TW__TLS13_TAG),
+        OSSL_PARAM_construct_end(),
+    };
     if (!EVP_CipherInit_ex2(c, NULL, NULL, nonce, 0, NULL) ||
         !EVP_DecryptUpdate(c, NULL, &n, hdr, TW__TLS13_HEADER) ||
-        !EVP_DecryptUpdate(c, out, &n, body, (int)clen) ||
-        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, TW__TLS13_TAG, tag) != 1)
+        !EVP_DecryptUpdate(c, out, &n, body, (int)clen) || EVP_CIPHER_CTX_set_params(c, tp) != 1)
         return fail(err, TW__TLS13_AL_INTERNAL_ERROR, "the cipher failed");
     if (EVP_DecryptFinal_ex(c, out + n, &m) <= 0)
         return fail(err, TW__TLS13_AL_BAD_RECORD_MAC, "a record that does not decrypt (bad tag)");
@@ -385,11 +392,12 @@ static int open_record(tw__tls13 *t, const uint8_t *hdr, const uint8_t *body, si
     if ((t->hs_len || t->hs_body_pending) && type != TW__TLS13_CT_HANDSHAKE)
         return fail(err, TW__TLS13_AL_UNEXPECTED_MESSAGE,
                     "a record in the middle of a handshake message");
+    int rc = 0;
     switch (type) {
     case TW__TLS13_CT_APPDATA:
         if (len > 0 && !sink->data(arg, out, len))
-            return TW__TLS13_STOPPED;
-        return 0;
+            rc = TW__TLS13_STOPPED;
+        break;
     case TW__TLS13_CT_ALERT:
         if (len != 2)
             return fail(err, TW__TLS13_AL_DECODE_ERROR, "an alert of the wrong length");
@@ -404,12 +412,16 @@ static int open_record(tw__tls13 *t, const uint8_t *hdr, const uint8_t *body, si
         err->why = "the peer sent an alert";
         return TW_ETLS;
     case TW__TLS13_CT_HANDSHAKE:
-        return on_handshake(t, out, len, sink, arg, err);
+        rc = on_handshake(t, out, len, sink, arg, err);
+        break;
     default:
         return fail(err, TW__TLS13_AL_UNEXPECTED_MESSAGE,
                     type == 20 ? "a protected ChangeCipherSpec"
                                : "a record of an unknown content type");
     }
+    /* No plaintext stays behind in the caller's buffer. */
+    OPENSSL_cleanse(out, (size_t)n + (size_t)m);
+    return rc;
 }
 
 static void drop_partial(tw__tls13 *t)

@@ -448,7 +448,6 @@ static void own_read(tls_conn *c, const char *data, size_t len)
         fail_with(c, tw_failure_new(TW_ETLS, NULL, "TLS read failed: %s (alert %s sent)", err.why,
                                     SSL_alert_desc_string_long(err.send_alert)));
     }
-    OPENSSL_cleanse(scratch, sizeof scratch);
 }
 
 /* ---- The switch from OpenSSL to the own record layer */
