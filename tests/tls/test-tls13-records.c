@@ -844,3 +844,66 @@ TW_TEST(tls13, allocation_failure_at_the_switch)
     cr_assert_gt(other, 0);
     tt_pki_free(pki);
 }
+
+/* ---- The record module alone */
+
+static bool count_data(void *arg, const uint8_t *p, size_t n)
+{
+    (void)p;
+    *(size_t *)arg += n;
+    return true;
+}
+
+static bool refuse_update(void *arg)
+{
+    (void)arg;
+    return true;
+}
+
+TW_TEST(tls13, sequence_numbers_never_wrap_and_gcm_keys_wear_out)
+{
+    static const uint8_t a[32] = "a secret of thirty-two bytes...",
+                         b[32] = "another one, also 32 bytes.....";
+    static uint8_t rec[TW__TLS13_OVERHEAD + 16], scratch[TW__TLS13_MAX_CIPHER];
+    const tw__tls13_sink sink = {.data = count_data, .key_update_requested = refuse_update};
+    for (uint16_t suite = 0x1301; suite <= 0x1303; suite += 2) {
+        tw__tls13 w, r;
+        /* The last sequence number there is: one record, then no more. */
+        cr_assert_eq(tw__tls13_init(&w, suite, b, a, 32, 0, UINT64_MAX - 1), 0);
+        cr_assert_eq(tw__tls13_init(&r, suite, a, b, 32, UINT64_MAX - 1, 0), 0);
+        cr_assert_eq(tw__tls13_write_key_worn(&w), suite != 0x1303);
+        struct iovec v = {(void *)"data", 4};
+        tw__tls13_cursor cur = {&v, 1, 0, 0};
+        int n = tw__tls13_seal(&w, 23, &cur, 4, rec);
+        cr_assert_eq(n, (int)tw__tls13_record_size(4));
+        cur = (tw__tls13_cursor){&v, 1, 0, 0};
+        cr_assert_eq(tw__tls13_seal(&w, 23, &cur, 4, rec + 64), TW_ELIMIT);
+        size_t got = 0;
+        tw__tls13_error err;
+        cr_assert_eq(tw__tls13_read(&r, rec, (size_t)n, scratch, &sink, &got, &err), 0);
+        cr_assert_eq(got, 4);
+        /* Nothing at all (not even a KeyUpdate) once they are used up. */
+        cr_assert_eq(tw__tls13_seal_key_update(&w, false, rec), TW_ELIMIT);
+        tw__tls13_cleanup(&w);
+        /* A worn GCM key: a KeyUpdate starts the sequence again, under the
+         * next key. */
+        cr_assert_eq(tw__tls13_init(&w, suite, b, a, 32, 0, 1ull << 24), 0);
+        cr_assert_eq(tw__tls13_write_key_worn(&w), suite != 0x1303);
+        uint8_t old_key[32];
+        memcpy(old_key, w.wr.key, 32);
+        cr_assert_eq(tw__tls13_seal_key_update(&w, false, rec), (int)tw__tls13_record_size(5));
+        cr_assert_neq(memcmp(old_key, w.wr.key, 32), 0);
+        cr_assert_eq(w.wr.seq, 0);
+        cr_assert_not(tw__tls13_write_key_worn(&w));
+        tw__tls13_cleanup(&w);
+        tw__tls13_cleanup(&r);
+        /* Wiped. */
+        static const uint8_t zero[48];
+        cr_assert_eq(memcmp(w.wr.secret, zero, 48), 0);
+        cr_assert_eq(memcmp(w.wr.key, zero, 32), 0);
+    }
+    tw__tls13 t;
+    cr_assert_eq(tw__tls13_init(&t, 0x1304, a, b, 32, 0, 0), TW_EINVAL); /* CCM: not ours */
+    cr_assert_eq(tw__tls13_init(&t, 0x1302, a, b, 32, 0, 0), TW_EINVAL); /* SHA-384 wants 48 */
+    tw__tls13_cleanup(&t);
+}
