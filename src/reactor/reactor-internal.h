@@ -5,6 +5,8 @@
  *   backend-epoll.c    \
  *   backend-poll.c      > one readiness backend each, behind struct tw__backend
  *   backend-select.c   /
+ *   backend-uring.c    io_uring: readiness through poll requests, and the
+ *                      completion operations of completion.h
  *   clock.c            timers, delayed calls, manual clocks (clock-internal.h)
  *   signal.c           signal watches and the default SIGINT/SIGTERM handling
  *   wakeup.c           tw_reactor_call_from_thread: queue + eventfd wakeup
@@ -52,6 +54,11 @@ struct tw__backend {
 extern const struct tw__backend tw__backend_epoll;
 extern const struct tw__backend tw__backend_poll;
 extern const struct tw__backend tw__backend_select;
+#ifdef TWINE_HAVE_LIBURING
+/* Its init returns TW_ENOTSUP (and logs why) where the kernel refuses
+ * io_uring; tw_reactor_new then uses epoll. */
+extern const struct tw__backend tw__backend_uring;
+#endif
 
 /* Called by backends: delivers to io the part of `events` it asks for (its
  * io->events); returns 1 if that was not empty and fn ran, else 0. The

@@ -46,9 +46,17 @@ struct tw__wait {
     int refs;
 };
 
+#ifdef TWINE_HAVE_LIBURING
+static const char *const backend_names[] = {"epoll", "poll", "select", "io_uring", NULL};
+static const struct tw__backend *const backends[] = {&tw__backend_epoll, &tw__backend_poll,
+                                                     &tw__backend_select, &tw__backend_uring};
+#define BACKEND_LIST "epoll, poll, select, io_uring"
+#else
 static const char *const backend_names[] = {"epoll", "poll", "select", NULL};
 static const struct tw__backend *const backends[] = {&tw__backend_epoll, &tw__backend_poll,
                                                      &tw__backend_select};
+#define BACKEND_LIST "epoll, poll, select"
+#endif
 
 const char *const *tw_reactor_backends(void)
 {
@@ -75,7 +83,7 @@ static int pick_backend(const tw_reactor_options *options, const struct tw__back
             return 0;
         }
     }
-    tw_log_error(NS, "unknown reactor backend \"%s\" (this build has epoll, poll, select)", name);
+    tw_log_error(NS, "unknown reactor backend \"%s\" (this build has " BACKEND_LIST ")", name);
     return TW_EUNKNOWNBACKEND;
 }
 
@@ -113,6 +121,11 @@ int tw_reactor_new(tw_reactor **out, const tw_reactor_options *options)
         goto fail_clock;
     }
     rc = backend->init(r);
+    if (rc == TW_ENOTSUP && backend != &tw__backend_epoll) {
+        /* io_uring refused by the kernel (its init logged why). */
+        r->backend = backend = &tw__backend_epoll;
+        rc = backend->init(r);
+    }
     if (rc < 0)
         goto fail_backend;
     rc = tw__wakeup_init(r, &r->wakeup);
