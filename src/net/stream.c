@@ -47,6 +47,7 @@
 
 #include "net/net-internal.h"
 #include "net/stream.h"
+#include "reactor/completion.h"
 
 #define LOG_NS                          "twine.net"
 
@@ -69,7 +70,20 @@ enum {
     F_DISCONNECTING = 1u << 5,  /* lose_connection: flush, then close */
     F_LOST_PENDING = 1u << 6,   /* loss decided: delivered on the next wakeup */
     F_LOST = 1u << 7,           /* torn down: connection_lost given or being given */
+    /* Completion mode (see "Completions" below). */
+    F_CQ = 1u << 8,               /* reads and writes through the reactor's completions */
+    F_RECV_ON = 1u << 9,          /* a multishot receive is in flight */
+    F_RECV_CANCELLING = 1u << 10, /* ... and its cancellation asked for */
+    F_SEND_ON = 1u << 11,         /* a send is in flight (zero copy: until its notification) */
+    F_SEND_ZC = 1u << 12,         /* ... a zero-copy one */
+    F_FLUSH_QUEUED = 1u << 13,    /* on the reactor's flush list */
+    F_NOP_ON = 1u << 14,          /* a wakeup is in flight */
+    F_STASHED = 1u << 15,         /* bytes or an end read while paused wait in the extra */
+    F_COUNTED = 1u << 16,         /* counted as a reader in the reactor's state */
 };
+
+/* Completion ops (the target's op numbers). */
+enum { OP_RECV = 1, OP_SEND = 2, OP_NOP = 3 };
 
 /* Writes are refused in these states (transport.h). */
 #define F_NO_WRITE (F_WRITE_SHUTTING | F_WRITE_CLOSED | F_DISCONNECTING | F_LOST_PENDING | F_LOST)
@@ -95,6 +109,13 @@ struct stream_extra {
     void (*lost_hook)(void *arg, tw_failure *reason);
     void *lost_arg;
     struct fd_batch *batches; /* in queue order */
+    /* Completion mode: what a receive brought after a pause (delivered on
+     * resume), and the bytes a zero-copy send took (consumed at its
+     * notification). */
+    char *stash;
+    size_t stash_len;
+    int stash_end; /* 0; 1: end of file; < 0: an error */
+    size_t zc_sent;
 };
 
 static struct tw__stream *S(const tw_transport *t)
@@ -173,10 +194,14 @@ static bool want_write(const struct tw__stream *s)
     return !tw_wqueue_is_empty(&s->queue) || (s->flags & F_WRITE_SHUTTING);
 }
 
+static int cq_update(struct tw__stream *s);
+
 /* Brings the watcher in line with the state; the reactor makes no syscall
  * for what is already so. Returns 0 or the error of adding. */
 static int update_interest(struct tw__stream *s)
 {
+    if (s->flags & F_CQ)
+        return cq_update(s);
     tw_reactor *r = s->base.reactor;
     int rc = want_read(s) ? tw_reactor_add_reader(r, &s->io) : tw_reactor_remove_reader(r, &s->io);
     if (rc < 0)
@@ -244,6 +269,8 @@ static void discard_input(struct tw__stream *s)
 
 /* Tears the connection down and tells everyone, now. Only from the reactor
  * (an fd callback, the handle's close, the fallback delayed call). */
+static void cq_close(struct tw__stream *s);
+
 static void finish(struct tw__stream *s, int code)
 {
     if (s->flags & F_LOST)
@@ -251,17 +278,25 @@ static void finish(struct tw__stream *s, int code)
     tw_transport_ref(&s->base);
     s->flags = (s->flags | F_LOST) & ~(uint32_t)F_LOST_PENDING;
     tw_reactor *r = s->base.reactor;
-    tw_reactor_remove_reader(r, &s->io);
-    tw_reactor_remove_writer(r, &s->io);
+    if (!(s->flags & F_CQ)) {
+        tw_reactor_remove_reader(r, &s->io);
+        tw_reactor_remove_writer(r, &s->io);
+    }
     tw_reactor_remove_handle(r, &s->handle);
     tw_failure *reason = make_reason(s, code);
     if (code == TW_ECONNDONE)
         discard_input(s);
-    close(s->io.fd);
+    if (s->flags & F_CQ)
+        cq_close(s);
+    else
+        close(s->io.fd);
     s->io.fd = -1;
-    /* Release callbacks that write now get TW_ENOTCONN. */
-    tw_wqueue_clear(&s->queue);
-    drop_batches(s);
+    /* Release callbacks that write now get TW_ENOTCONN. A send in flight
+     * still uses the queue's bytes: its completion clears it. */
+    if (!(s->flags & F_SEND_ON)) {
+        tw_wqueue_clear(&s->queue);
+        drop_batches(s);
+    }
 
     struct stream_extra *x = X(s);
     if (x && x->producer) {
@@ -301,12 +336,14 @@ static void schedule_loss(struct tw__stream *s, int code)
     s->flags |= F_LOST_PENDING;
     s->reason = code;
     /* Set before: a release callback run by the clear that writes is refused. */
-    if (code != TW_ECONNDONE) {
+    if (code != TW_ECONNDONE && !(s->flags & F_SEND_ON)) {
         tw_wqueue_clear(&s->queue);
         drop_batches(s);
     }
     shutdown(s->io.fd, SHUT_RDWR);
     int rc = update_interest(s);
+    if (rc == 0 && (s->flags & F_CQ))
+        rc = (s->flags & F_NOP_ON) ? 0 : TW_EAGAIN; /* cq_update made no wakeup */
     if (rc == 0)
         return;
     tw_transport_ref(&s->base);
@@ -484,7 +521,9 @@ static void after_drain(struct tw__stream *s)
  * registered (its writes must queue, so that the drain asks it for more). */
 static bool direct_ok(const struct tw__stream *s)
 {
-    if (!tw_wqueue_is_empty(&s->queue))
+    /* Completions: every write goes through the queue and out with the
+     * iteration's other sends, in the one submission. */
+    if (!tw_wqueue_is_empty(&s->queue) || (s->flags & F_CQ))
         return false;
     const struct stream_extra *x = X(s);
     return !x || (!x->batches && !(x->producer && !x->streaming));
@@ -649,7 +688,8 @@ static void on_eof(struct tw__stream *s)
     tw_protocol *p = s->base.protocol;
     if (!(p->ops && p->ops->read_connection_lost)) {
         /* Not half-closeable: what the kernel takes now still goes. */
-        write_out(s);
+        if (!(s->flags & F_SEND_ON))
+            write_out(s);
         finish(s, TW_ECONNDONE);
         return;
     }
@@ -692,6 +732,291 @@ static void do_read(struct tw__stream *s)
         if ((s->flags & (F_CLOSING | F_PAUSED | F_READ_CLOSED)) || n < TW_NET_READ_SIZE)
             return;
     }
+}
+
+/* ---- Completions
+ *
+ * A TCP connection on a reactor whose backend has completion operations
+ * (io_uring, completion.h) reads and writes through them instead of
+ * readiness (F_CQ); Unix connections keep readiness, for their descriptor
+ * passing. What changes:
+ * - Reading: one multishot receive stays armed while the connection reads;
+ *   its bytes land in the reactor's shared buffers and data_received gets
+ *   them in place (no copy; the buffer goes back when it returns). Pausing
+ *   cancels the receive and resuming arms it again; bytes that were already
+ *   on their way when the pause came are kept in the extra block and
+ *   delivered on resume, before reading starts again. A receive that ends
+ *   for want of buffers (-ENOBUFS) is armed again: the bytes wait in the
+ *   socket.
+ * - Writing: writes only queue; the connection puts itself on the reactor's
+ *   flush list, and just before the iteration's submission one send takes
+ *   whatever the iteration queued. One send is in flight at a time, and the
+ *   queue's bytes stay put until its completion (the kernel reads them
+ *   then), so a loss decided meanwhile clears the queue at that completion.
+ * - A loss decided inside a call is delivered by a no-op request, which
+ *   completes on the next iteration (no memory needed).
+ * - Closing cancels what is in flight and closes the fd through the ring, in
+ *   one submission made at once (a request holds the socket open).
+ * Every request in flight holds a reference on the transport, dropped at its
+ * last completion, so user_data never outlives the connection. */
+
+static const struct tw__cq_ops *CQ(const struct tw__stream *s)
+{
+    return tw__reactor_cq(s->base.reactor);
+}
+
+static bool want_recv(const struct tw__stream *s)
+{
+    return !(s->flags &
+             (F_LOST | F_LOST_PENDING | F_PAUSED | F_READ_CLOSED | F_DISCONNECTING | F_STASHED));
+}
+
+static void cq_count(struct tw__stream *s, bool reading)
+{
+    if (reading == !!(s->flags & F_COUNTED))
+        return;
+    s->flags ^= F_COUNTED;
+    tw__reactor_count_io(s->base.reactor, reading ? 1 : -1, 0);
+}
+
+static int cq_request(struct tw__stream *s, uint32_t flag, int rc)
+{
+    if (rc < 0) {
+        tw_transport_unref(&s->base);
+        return rc;
+    }
+    s->flags |= flag;
+    return 0;
+}
+
+static int cq_update(struct tw__stream *s)
+{
+    const struct tw__cq_ops *cq = CQ(s);
+    tw_reactor *r = s->base.reactor;
+    cq_count(s, want_read(s));
+    int rc = 0;
+    if (want_recv(s)) {
+        if (!(s->flags & F_RECV_ON)) {
+            tw_transport_ref(&s->base);
+            rc = cq_request(s, F_RECV_ON, cq->recv(r, &s->cq.target, OP_RECV, s->io.fd));
+        }
+    } else if ((s->flags & (F_RECV_ON | F_RECV_CANCELLING)) == F_RECV_ON) {
+        if (cq->cancel(r, &s->cq.target, OP_RECV, false) == 0)
+            s->flags |= F_RECV_CANCELLING;
+    }
+    bool wake = (s->flags & F_LOST_PENDING) ||
+                ((s->flags & F_STASHED) && !(s->flags & (F_PAUSED | F_LOST)));
+    if (wake && !(s->flags & F_NOP_ON)) {
+        tw_transport_ref(&s->base);
+        int nrc = cq_request(s, F_NOP_ON, cq->nop(r, &s->cq.target, OP_NOP));
+        if (rc == 0)
+            rc = nrc;
+    }
+    if (want_write(s) && !(s->flags & (F_SEND_ON | F_FLUSH_QUEUED))) {
+        tw_transport_ref(&s->base);
+        s->flags |= F_FLUSH_QUEUED;
+        cq->flush_later(r, &s->cq.target);
+    }
+    return rc;
+}
+
+/* From finish: cancel what is in flight and close, in one submission. */
+static void cq_close(struct tw__stream *s)
+{
+    const struct tw__cq_ops *cq = CQ(s);
+    tw_reactor *r = s->base.reactor;
+    cq_count(s, false);
+    if ((s->flags & (F_RECV_ON | F_RECV_CANCELLING)) == F_RECV_ON &&
+        cq->cancel(r, &s->cq.target, OP_RECV, false) == 0)
+        s->flags |= F_RECV_CANCELLING;
+    if (s->flags & F_SEND_ON)
+        cq->cancel(r, &s->cq.target, OP_SEND, false);
+    if (cq->close(r, s->io.fd) < 0)
+        close(s->io.fd);
+}
+
+/* One send of what is queued. Returns 0 or an error (nothing in flight). */
+static int cq_send(struct tw__stream *s)
+{
+    const struct tw__cq_ops *cq = CQ(s);
+    struct iovec iov[64];
+    int cnt = tw_wqueue_fill_iov(&s->queue, iov, 64);
+    bool zc = iov[0].iov_len >= cq->zerocopy_min && extra_get(s) != NULL;
+    tw_transport_ref(&s->base);
+    int rc = cq->send(s->base.reactor, &s->cq.target, OP_SEND, s->io.fd, iov, cnt, zc);
+    return cq_request(s, F_SEND_ON | (zc ? F_SEND_ZC : 0), rc);
+}
+
+static void cq_flush(struct tw__stream *s)
+{
+    s->flags &= ~(uint32_t)F_FLUSH_QUEUED;
+    if (!(s->flags & (F_LOST | F_LOST_PENDING | F_SEND_ON))) {
+        if (!tw_wqueue_is_empty(&s->queue)) {
+            int rc = cq_send(s);
+            if (rc < 0)
+                finish(s, rc);
+        } else {
+            after_drain(s); /* a half-close or close waiting for the queue */
+        }
+    }
+}
+
+static void cq_sent(struct tw__stream *s, int res, unsigned flags)
+{
+    if (flags & TW__CQ_MORE) {
+        X(s)->zc_sent = res > 0 ? (size_t)res : 0; /* the notification follows */
+        return;
+    }
+    if ((s->flags & F_SEND_ZC) && (flags & TW__CQ_NOTIF))
+        res = (int)X(s)->zc_sent;
+    s->flags &= ~(uint32_t)(F_SEND_ON | F_SEND_ZC);
+    if (s->flags & (F_LOST | F_LOST_PENDING)) {
+        /* The clear the loss put off while the kernel had the bytes. */
+        if ((s->flags & F_LOST) || s->reason != TW_ECONNDONE) {
+            tw_wqueue_clear(&s->queue);
+            drop_batches(s);
+        }
+        return;
+    }
+    if (res < 0) {
+        finish(s, res);
+        return;
+    }
+    if (res > 0)
+        tw_wqueue_consume(&s->queue, (size_t)res); /* may run release callbacks */
+    if (!(s->flags & (F_LOST | F_LOST_PENDING | F_SEND_ON)) && !tw_wqueue_is_empty(&s->queue)) {
+        int rc = cq_send(s);
+        if (rc < 0) {
+            finish(s, rc);
+            return;
+        }
+    }
+    after_drain(s);
+}
+
+/* Keeps what a receive brought while paused, for the resume. */
+static void stash(struct tw__stream *s, const char *data, size_t len, int end)
+{
+    struct stream_extra *x = extra_get(s);
+    if (!x) {
+        finish(s, TW_ENOMEM);
+        return;
+    }
+    if (len > 0) {
+        char *b = tw_realloc(x->stash, x->stash_len + len);
+        if (!b) {
+            finish(s, TW_ENOMEM);
+            return;
+        }
+        memcpy(b + x->stash_len, data, len);
+        x->stash = b;
+        x->stash_len += len;
+    }
+    if (end && !x->stash_end)
+        x->stash_end = end;
+    s->flags |= F_STASHED;
+}
+
+static void deliver_stash(struct tw__stream *s)
+{
+    struct stream_extra *x = X(s);
+    char *data = x->stash;
+    size_t len = x->stash_len;
+    int end = x->stash_end;
+    x->stash = NULL;
+    x->stash_len = 0;
+    x->stash_end = 0;
+    s->flags &= ~(uint32_t)F_STASHED;
+    if (len > 0 && !(s->flags & (F_CLOSING | F_READ_CLOSED)))
+        tw_protocol_data_received(s->base.protocol, data, len);
+    tw_free(data);
+    if (s->flags & (F_CLOSING | F_READ_CLOSED))
+        return;
+    if (end == 1)
+        on_eof(s);
+    else if (end < 0)
+        finish(s, end);
+}
+
+static void cq_received(struct tw__stream *s, int res, const char *data)
+{
+    if (s->flags & F_LOST_PENDING) {
+        finish(s, s->reason);
+        return;
+    }
+    if (res == -ENOBUFS || res == -ECANCELED)
+        return; /* armed again below if still wanted */
+    if (s->flags & (F_CLOSING | F_READ_CLOSED))
+        return; /* on its way before the close: goes nowhere */
+    if (s->flags & (F_PAUSED | F_STASHED)) {
+        stash(s, data, res > 0 ? (size_t)res : 0, res == 0 ? 1 : res < 0 ? res : 0);
+        return;
+    }
+    if (res > 0)
+        tw_protocol_data_received(s->base.protocol, data, (size_t)res);
+    else if (res == 0)
+        on_eof(s);
+    else
+        finish(s, res);
+}
+
+static void cq_complete(struct tw__cq_target *t, unsigned op, int res, unsigned flags,
+                        const char *data)
+{
+    struct tw__stream *s = container_of(t, struct tw__stream, cq.target);
+    bool last = !(flags & TW__CQ_MORE);
+    if (res == TW_ESHUTDOWN) {
+        /* The reactor is being freed: only let go. */
+        if (op == OP_RECV)
+            s->flags &= ~(uint32_t)(F_RECV_ON | F_RECV_CANCELLING);
+        else if (op == OP_SEND)
+            s->flags &= ~(uint32_t)(F_SEND_ON | F_SEND_ZC);
+        else if (op == OP_NOP)
+            s->flags &= ~(uint32_t)F_NOP_ON;
+        else
+            s->flags &= ~(uint32_t)F_FLUSH_QUEUED;
+        if (last)
+            tw_transport_unref(&s->base);
+        return;
+    }
+    tw_transport_ref(&s->base);
+    switch (op) {
+    case TW__CQ_FLUSH:
+        cq_flush(s);
+        break;
+    case OP_RECV:
+        if (last)
+            s->flags &= ~(uint32_t)(F_RECV_ON | F_RECV_CANCELLING);
+        if (!(s->flags & F_LOST))
+            cq_received(s, res, data);
+        if (last && !(s->flags & (F_LOST | F_RECV_ON))) {
+            int rc = cq_update(s);
+            if (rc < 0)
+                finish(s, rc);
+        }
+        break;
+    case OP_SEND:
+        cq_sent(s, res, flags);
+        break;
+    case OP_NOP:
+        s->flags &= ~(uint32_t)F_NOP_ON;
+        if (s->flags & F_LOST)
+            break;
+        if (s->flags & F_LOST_PENDING) {
+            finish(s, s->reason);
+        } else if ((s->flags & F_STASHED) && !(s->flags & F_PAUSED)) {
+            deliver_stash(s);
+            if (!(s->flags & F_LOST)) {
+                int rc = cq_update(s);
+                if (rc < 0)
+                    finish(s, rc);
+            }
+        }
+        break;
+    }
+    tw_transport_unref(&s->base);
+    if (last)
+        tw_transport_unref(&s->base); /* the request's reference */
 }
 
 static void on_io(tw_io *io, unsigned events)
@@ -938,6 +1263,8 @@ static void stream_destroy(tw_transport *t)
 {
     struct tw__stream *s = S(t);
     drop_batches(s);
+    if (X(s))
+        tw_free(X(s)->stash);
     tw_free(s->io.data);
     tw_free(s);
 }
@@ -1015,7 +1342,22 @@ int tw__stream_open(tw_reactor *r, int fd, tw_protocol *p, tw_transport **out)
         tw_io_init(&s->io, fd, on_io, NULL);
         tw_wqueue_init(&s->queue);
         s->flags = is_unix ? F_UNIX : 0;
-        rc = tw_reactor_add_reader(r, &s->io);
+        rc = TW_ENOTSUP;
+        if (!is_unix && tw__reactor_cq(r)) {
+            s->flags |= F_CQ;
+            s->cq.target = (struct tw__cq_target){.complete = cq_complete};
+            tw_transport_ref(&s->base); /* cq_update's failure path drops one */
+            rc = cq_update(s);
+            tw_transport_unref(&s->base);
+            if (rc < 0) {
+                /* No completions for this one (no buffer ring): readiness. */
+                cq_count(s, false);
+                tw_io_init(&s->io, fd, on_io, NULL);
+                s->flags = 0;
+            }
+        }
+        if (rc < 0)
+            rc = tw_reactor_add_reader(r, &s->io);
     }
     if (rc < 0) {
         close(fd);

@@ -46,6 +46,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -54,6 +55,7 @@
 #include <twine/error.h>
 #include <twine/log.h>
 
+#include "reactor/completion.h"
 #include "reactor/reactor-internal.h"
 
 #ifdef TWINE_HAVE_LIBURING
@@ -69,6 +71,31 @@
 #define UD_INTERNAL (1ull << 63)
 #define UD_FD_BITS  31
 
+/* liburing 2.3 predates these (kernel 6.12's incremental buffer rings). */
+#ifndef IOU_PBUF_RING_INC
+#define IOU_PBUF_RING_INC 2
+#endif
+#ifndef IORING_CQE_F_BUF_MORE
+#define IORING_CQE_F_BUF_MORE (1u << 4)
+#endif
+
+/* The shared receive buffers: one buffer ring per reactor, made at the first
+ * receive. Where the kernel consumes buffers incrementally (6.12+), a
+ * receive takes only the bytes it got from the current buffer, so a 64-byte
+ * message costs 64 bytes of it and the buffers are few and large; elsewhere
+ * each receive takes a whole buffer, so there are more, smaller ones. */
+#define BGID          0
+#define INC_BUFS      16
+#define INC_BUF_SIZE  (64 * 1024)
+#define FULL_BUFS     256
+#define FULL_BUF_SIZE (16 * 1024)
+
+/* Messages and iovecs of the sends prepared since the last submission: the
+ * kernel copies them when it takes the SQE (IORING_FEAT_SUBMIT_STABLE). */
+#define ARENA_MSGS 128
+#define ARENA_IOVS 2048
+#define SEND_IOVS  64 /* iovecs per send at most */
+
 /* One slot per fd number: the poll request in flight for it, if any. */
 struct pslot {
     uint64_t seq;  /* the watcher the request was made for */
@@ -83,11 +110,41 @@ struct uring_state {
     int *dirty; /* fds whose request must be reconciled; as long as slots */
     size_t slot_cap, ndirty;
     uint32_t gen;
+
+    /* Completions. */
+    struct tw__cq_ops ops;
+    tw_reactor *r;
+    struct tw__cq_target *flush; /* flush_later's list, last in first */
+    size_t inflight;             /* target requests whose last completion is to come */
+    bool dying;                  /* being freed: no new request */
+    bool no_bufs;                /* the buffer ring could not be made: no receives */
+    struct io_uring_buf_ring *br;
+    char *bufs;
+    size_t map_len;
+    unsigned nbufs, buf_size;
+    bool inc;
+    uint32_t *buf_off; /* incremental: bytes of each buffer consumed so far */
+    size_t nmsgs, niovs;
+    struct msghdr msgs[ARENA_MSGS];
+    struct iovec iovs[ARENA_IOVS];
 };
 
 static struct uring_state *ST(tw_reactor *r)
 {
     return r->backend_state;
+}
+
+/* The arena may be reused once the kernel has taken every SQE. */
+static void submitted(struct uring_state *s)
+{
+    if (io_uring_sq_ready(&s->ring) == 0)
+        s->nmsgs = s->niovs = 0;
+}
+
+static void submit_now(struct uring_state *s)
+{
+    io_uring_submit_and_get_events(&s->ring);
+    submitted(s);
 }
 
 /* An SQE, submitting what is queued first if the ring is full. */
@@ -96,6 +153,7 @@ static struct io_uring_sqe *get_sqe(struct uring_state *s)
     struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
     if (!sqe) {
         io_uring_submit(&s->ring);
+        submitted(s);
         sqe = io_uring_get_sqe(&s->ring);
     }
     return sqe;
@@ -157,6 +215,9 @@ static int ring_init(struct io_uring *ring)
 
 /* ---- Init and destroy */
 
+static void ops_init(tw_reactor *r, struct uring_state *s);
+static void drain(tw_reactor *r, struct uring_state *s);
+
 static int ur_init(tw_reactor *r)
 {
     if (sysctl_disabled())
@@ -188,6 +249,7 @@ static int ur_init(tw_reactor *r)
     if (probe)
         io_uring_free_probe(probe);
     r->backend_state = s;
+    ops_init(r, s);
     return 0;
 }
 
@@ -196,7 +258,11 @@ static void ur_destroy(tw_reactor *r)
     struct uring_state *s = ST(r);
     if (!s)
         return;
+    drain(r, s);
     io_uring_queue_exit(&s->ring);
+    if (s->br)
+        munmap((char *)s->br, s->map_len);
+    tw_free(s->buf_off);
     tw_free(s->slots);
     tw_free(s->dirty);
     tw_free(s);
@@ -266,7 +332,7 @@ static int ur_update(tw_reactor *r, tw_io *io, unsigned events)
             io_uring_prep_poll_remove(sqe, poll_tag(io->fd, sl->gen));
             io_uring_sqe_set_data64(sqe, UD_IGNORE);
             sl->armed = 0;
-            io_uring_submit_and_get_events(&s->ring);
+            submit_now(s);
         }
     }
     mark_dirty(s, io->fd);
@@ -339,6 +405,342 @@ static int poll_done(tw_reactor *r, struct uring_state *s, uint64_t data, int re
     return tw__reactor_dispatch_io(r, io, ready);
 }
 
+/* ---- Completions */
+
+static uint64_t target_tag(struct tw__cq_target *t, unsigned op)
+{
+    return (uint64_t)(uintptr_t)t | (op & 7u);
+}
+
+static struct uring_state *OPS_ST(tw_reactor *r)
+{
+    struct uring_state *s = ST(r);
+    return s->dying ? NULL : s;
+}
+
+/* An SQE for a request of t's, counted in flight. */
+static struct io_uring_sqe *target_sqe(struct uring_state *s, struct tw__cq_target *t, unsigned op)
+{
+    struct io_uring_sqe *sqe = get_sqe(s);
+    if (!sqe)
+        return NULL;
+    io_uring_sqe_set_data64(sqe, target_tag(t, op));
+    s->inflight++;
+    return sqe;
+}
+
+static int setup_bufs(struct uring_state *s, bool inc)
+{
+    unsigned n = inc ? INC_BUFS : FULL_BUFS, size = inc ? INC_BUF_SIZE : FULL_BUF_SIZE;
+    size_t ring_len = (n * sizeof(struct io_uring_buf) + 4095) & ~(size_t)4095;
+    size_t len = ring_len + (size_t)n * size;
+    /* Shared with the kernel, page-aligned: a mapping of its own rather than
+     * the allocator's memory. Pages are touched only as buffers fill. */
+    void *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (map == MAP_FAILED)
+        return -errno;
+    uint32_t *off = tw_calloc(n, sizeof *off);
+    if (!off) {
+        munmap(map, len);
+        return TW_ENOMEM;
+    }
+    struct io_uring_buf_ring *br = map;
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof reg);
+    reg.ring_addr = (uint64_t)(uintptr_t)br;
+    reg.ring_entries = n;
+    reg.bgid = BGID;
+    reg.pad = inc ? IOU_PBUF_RING_INC : 0; /* the flags member in newer headers */
+    int rc = io_uring_register_buf_ring(&s->ring, &reg, 0);
+    if (rc < 0) {
+        tw_free(off);
+        munmap(map, len);
+        return rc;
+    }
+    io_uring_buf_ring_init(br);
+    char *bufs = (char *)map + ring_len;
+    for (unsigned i = 0; i < n; i++)
+        io_uring_buf_ring_add(br, bufs + (size_t)i * size, size, (unsigned short)i,
+                              io_uring_buf_ring_mask(n), (int)i);
+    io_uring_buf_ring_advance(br, (int)n);
+    s->br = br;
+    s->bufs = bufs;
+    s->map_len = len;
+    s->nbufs = n;
+    s->buf_size = size;
+    s->inc = inc;
+    s->buf_off = off;
+    return 0;
+}
+
+static int ensure_bufs(struct uring_state *s)
+{
+    if (s->br)
+        return 0;
+    if (s->no_bufs)
+        return TW_ENOTSUP;
+    int rc = setup_bufs(s, true);
+    if (rc == -EINVAL)
+        rc = setup_bufs(s, false); /* a kernel without incremental consumption */
+    if (rc == TW_ENOMEM)
+        return rc;
+    if (rc < 0) {
+        s->no_bufs = true;
+        tw_log_info(NS, "io_uring: no provided buffer ring (%s): connections use readiness",
+                    tw_strerror(rc));
+    }
+    return rc;
+}
+
+/* The receive that used buffer bid is done with res bytes of it. */
+static void buf_done(struct uring_state *s, unsigned bid, int res, unsigned cflags)
+{
+    if (s->inc && (cflags & IORING_CQE_F_BUF_MORE)) {
+        s->buf_off[bid] += (uint32_t)res;
+        return;
+    }
+    s->buf_off[bid] = 0;
+    io_uring_buf_ring_add(s->br, s->bufs + (size_t)bid * s->buf_size, s->buf_size,
+                          (unsigned short)bid, io_uring_buf_ring_mask(s->nbufs), 0);
+    io_uring_buf_ring_advance(s->br, 1);
+}
+
+static int cq_recv(tw_reactor *r, struct tw__cq_target *t, unsigned op, int fd)
+{
+    struct uring_state *s = OPS_ST(r);
+    if (!s)
+        return TW_ESHUTDOWN;
+    int rc = ensure_bufs(s);
+    if (rc < 0)
+        return rc;
+    struct io_uring_sqe *sqe = target_sqe(s, t, op);
+    if (!sqe)
+        return TW_EBUSY;
+    io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = BGID;
+    return 0;
+}
+
+static int cq_send(tw_reactor *r, struct tw__cq_target *t, unsigned op, int fd,
+                   const struct iovec *iov, int cnt, bool zerocopy)
+{
+    struct uring_state *s = OPS_ST(r);
+    if (!s)
+        return TW_ESHUTDOWN;
+    if (cnt > SEND_IOVS)
+        cnt = SEND_IOVS;
+    if (cnt > 1 && (s->nmsgs == ARENA_MSGS || s->niovs + (size_t)cnt > ARENA_IOVS)) {
+        io_uring_submit(&s->ring);
+        submitted(s);
+        if (s->nmsgs == ARENA_MSGS || s->niovs + (size_t)cnt > ARENA_IOVS)
+            cnt = 1; /* the kernel has not taken the arena's SQEs yet */
+    }
+    struct io_uring_sqe *sqe = target_sqe(s, t, op);
+    if (!sqe)
+        return TW_EBUSY;
+    if (cnt == 1) {
+        if (zerocopy)
+            io_uring_prep_send_zc(sqe, fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL, 0);
+        else
+            io_uring_prep_send(sqe, fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+        return 0;
+    }
+    struct iovec *v = &s->iovs[s->niovs];
+    memcpy(v, iov, (size_t)cnt * sizeof *v);
+    s->niovs += (size_t)cnt;
+    struct msghdr *m = &s->msgs[s->nmsgs++];
+    *m = (struct msghdr){.msg_iov = v, .msg_iovlen = (size_t)cnt};
+    if (zerocopy)
+        io_uring_prep_sendmsg_zc(sqe, fd, m, MSG_NOSIGNAL);
+    else
+        io_uring_prep_sendmsg(sqe, fd, m, MSG_NOSIGNAL);
+    return 0;
+}
+
+static int cq_accept(tw_reactor *r, struct tw__cq_target *t, unsigned op, int fd)
+{
+    struct uring_state *s = OPS_ST(r);
+    if (!s)
+        return TW_ESHUTDOWN;
+    struct io_uring_sqe *sqe = target_sqe(s, t, op);
+    if (!sqe)
+        return TW_EBUSY;
+    io_uring_prep_multishot_accept(sqe, fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    return 0;
+}
+
+static int cq_connect(tw_reactor *r, struct tw__cq_target *t, unsigned op, int fd,
+                      const struct sockaddr *addr, socklen_t len)
+{
+    struct uring_state *s = OPS_ST(r);
+    if (!s)
+        return TW_ESHUTDOWN;
+    struct io_uring_sqe *sqe = target_sqe(s, t, op);
+    if (!sqe)
+        return TW_EBUSY;
+    io_uring_prep_connect(sqe, fd, addr, len);
+    return 0;
+}
+
+static int cq_nop(tw_reactor *r, struct tw__cq_target *t, unsigned op)
+{
+    struct uring_state *s = OPS_ST(r);
+    if (!s)
+        return TW_ESHUTDOWN;
+    struct io_uring_sqe *sqe = target_sqe(s, t, op);
+    if (!sqe)
+        return TW_EBUSY;
+    io_uring_prep_nop(sqe);
+    return 0;
+}
+
+static int cq_cancel(tw_reactor *r, struct tw__cq_target *t, unsigned op, bool now)
+{
+    struct uring_state *s = OPS_ST(r);
+    if (!s)
+        return TW_ESHUTDOWN;
+    struct io_uring_sqe *sqe = get_sqe(s);
+    if (!sqe)
+        return TW_EBUSY;
+    io_uring_prep_cancel64(sqe, target_tag(t, op), IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data64(sqe, UD_IGNORE);
+    if (now)
+        submit_now(s);
+    return 0;
+}
+
+static int cq_close(tw_reactor *r, int fd)
+{
+    struct uring_state *s = OPS_ST(r);
+    if (!s)
+        return TW_ESHUTDOWN;
+    struct io_uring_sqe *sqe = get_sqe(s);
+    if (!sqe)
+        return TW_EBUSY;
+    io_uring_prep_close(sqe, fd);
+    io_uring_sqe_set_data64(sqe, UD_IGNORE);
+    submit_now(s);
+    return 0;
+}
+
+static void cq_flush_later(tw_reactor *r, struct tw__cq_target *t)
+{
+    struct uring_state *s = ST(r);
+    t->next = s->flush;
+    s->flush = t;
+}
+
+static void run_flushes(struct uring_state *s)
+{
+    while (s->flush) {
+        struct tw__cq_target *list = s->flush;
+        s->flush = NULL;
+        while (list) {
+            struct tw__cq_target *t = list;
+            list = t->next;
+            t->next = NULL;
+            t->complete(t, TW__CQ_FLUSH, 0, 0, NULL);
+        }
+    }
+}
+
+/* Delivers one completion of a target's request. */
+static void target_done(tw_reactor *r, struct uring_state *s, uint64_t data, int res,
+                        unsigned cflags)
+{
+    struct tw__cq_target *t = (struct tw__cq_target *)(uintptr_t)(data & ~7ull);
+    unsigned op = (unsigned)(data & 7u), flags = 0;
+    bool notif = cflags & IORING_CQE_F_NOTIF;
+    if (cflags & IORING_CQE_F_MORE)
+        flags |= TW__CQ_MORE;
+    else
+        s->inflight--;
+    if (notif)
+        flags |= TW__CQ_NOTIF;
+    const char *buf = NULL;
+    unsigned bid = 0;
+    bool has_buf = (cflags & IORING_CQE_F_BUFFER) && s->br;
+    if (has_buf) {
+        bid = cflags >> IORING_CQE_BUFFER_SHIFT;
+        buf = s->bufs + (size_t)bid * s->buf_size + s->buf_off[bid];
+    }
+    if (s->dying)
+        res = TW_ESHUTDOWN;
+    r->iter_events++;
+    t->complete(t, op, res, flags, res > 0 ? buf : NULL);
+    if (has_buf)
+        buf_done(s, bid, res, cflags);
+}
+
+static void ops_init(tw_reactor *r, struct uring_state *s)
+{
+    struct io_uring_probe *probe = io_uring_get_probe_ring(&s->ring);
+    static const int needed[] = {IORING_OP_RECV,      IORING_OP_SEND,    IORING_OP_SENDMSG,
+                                 IORING_OP_ACCEPT,    IORING_OP_CONNECT, IORING_OP_ASYNC_CANCEL,
+                                 IORING_OP_CLOSE,     IORING_OP_NOP,     IORING_OP_SEND_ZC,
+                                 IORING_OP_SENDMSG_ZC};
+    bool ok = probe != NULL;
+    for (size_t i = 0; ok && i < sizeof needed / sizeof needed[0]; i++)
+        ok = io_uring_opcode_supported(probe, needed[i]);
+    if (probe)
+        io_uring_free_probe(probe);
+    const char *env = getenv("TWINE_IO_URING_COMPLETIONS");
+    if (env && strcmp(env, "0") == 0)
+        ok = false; /* readiness only: to compare the two paths */
+    if (!ok)
+        return;
+    s->r = r;
+    s->ops = (struct tw__cq_ops){
+        .recv = cq_recv,
+        .send = cq_send,
+        .accept = cq_accept,
+        .connect = cq_connect,
+        .nop = cq_nop,
+        .cancel = cq_cancel,
+        .close = cq_close,
+        .flush_later = cq_flush_later,
+        .zerocopy_min = SIZE_MAX,
+    };
+    const char *zc = getenv("TWINE_IO_URING_ZC_MIN");
+    if (zc && *zc)
+        s->ops.zerocopy_min = (size_t)strtoull(zc, NULL, 10);
+    r->cq = &s->ops;
+}
+
+/* At free: every request still in flight is cancelled, and its completions
+ * delivered (with TW_ESHUTDOWN) so that owners let go of what they held. */
+static void drain(tw_reactor *r, struct uring_state *s)
+{
+    s->dying = true;
+    run_flushes(s);
+    if (s->inflight > 0) {
+        struct io_uring_sqe *sqe = get_sqe(s);
+        if (sqe) {
+            io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+            io_uring_sqe_set_data64(sqe, UD_IGNORE);
+        }
+    }
+    io_uring_submit_and_get_events(&s->ring);
+    for (int rounds = 0; rounds < 100 && s->inflight > 0; rounds++) {
+        struct io_uring_cqe *cqe;
+        struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 10000000};
+        int rc = io_uring_wait_cqe_timeout(&s->ring, &cqe, &ts);
+        if (rc < 0 && rc != -ETIME && rc != -EINTR)
+            break;
+        while (io_uring_peek_cqe(&s->ring, &cqe) == 0) {
+            uint64_t data = cqe->user_data;
+            int res = cqe->res;
+            unsigned flags = cqe->flags;
+            io_uring_cqe_seen(&s->ring, cqe);
+            if (data != UD_IGNORE && !(data & UD_INTERNAL))
+                target_done(r, s, data, res, flags);
+        }
+    }
+    if (s->inflight > 0)
+        tw_log_warn(NS, "io_uring: %zu request(s) still in flight at reactor free", s->inflight);
+}
+
 /* ---- Waiting and dispatching */
 
 static int enter(struct uring_state *s, int64_t timeout_ns)
@@ -358,8 +760,10 @@ static int enter(struct uring_state *s, int64_t timeout_ns)
 static int ur_poll(tw_reactor *r, int64_t timeout_ns)
 {
     struct uring_state *s = ST(r);
+    run_flushes(s);
     reconcile(r, s);
     int rc = enter(s, timeout_ns);
+    submitted(s);
     if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
         return rc;
     int dispatched = 0;
@@ -383,8 +787,12 @@ static int ur_poll(tw_reactor *r, int64_t timeout_ns)
         uint64_t data = got[i].data;
         if (data == UD_IGNORE)
             continue;
-        if (data & UD_INTERNAL)
+        if (data & UD_INTERNAL) {
             dispatched += poll_done(r, s, data, got[i].res);
+        } else {
+            target_done(r, s, data, got[i].res, got[i].flags);
+            dispatched++;
+        }
     }
     return dispatched;
 }

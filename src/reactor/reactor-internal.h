@@ -77,6 +77,7 @@ bool tw__reactor_on_owner_thread(const tw_reactor *r);
 /* ---- Hooks into wakeup.c (call_from_thread). */
 struct tw__wakeup;
 struct tw__net_hooks;
+struct tw__cq_ops;
 int tw__wakeup_init(tw_reactor *r, struct tw__wakeup **out);
 /* Refuses further calls (TW_ESHUTDOWN) from now on; queued calls stay queued.
  * tw_reactor_free does this before it joins the thread pool, so a worker that
@@ -173,6 +174,8 @@ struct tw_reactor {
     tw_handle handles; /* sentinel of the list of registered handles */
     size_t handle_count;
     const struct tw__net_hooks *net_hooks; /* src/net/net-internal.h; opaque here */
+    const struct tw__cq_ops *cq;           /* completion.h: set by a completion backend */
+    size_t cq_readers, cq_writers;         /* tw__reactor_count_io */
 
     pthread_mutex_t pool_lock; /* guards pool and pool_max */
     tw_threadpool *pool;

@@ -22,6 +22,7 @@
 #include <twine/error.h>
 #include <twine/log.h>
 
+#include "reactor/completion.h"
 #include "reactor/reactor-internal.h"
 
 #define NS "twine.reactor"
@@ -124,6 +125,7 @@ int tw_reactor_new(tw_reactor **out, const tw_reactor_options *options)
     if (rc == TW_ENOTSUP && backend != &tw__backend_epoll) {
         /* io_uring refused by the kernel (its init logged why). */
         r->backend = backend = &tw__backend_epoll;
+        r->cq = NULL;
         rc = backend->init(r);
     }
     if (rc < 0)
@@ -651,6 +653,17 @@ void tw__reactor_set_net_hooks(tw_reactor *r, const struct tw__net_hooks *hooks)
     r->net_hooks = hooks;
 }
 
+const struct tw__cq_ops *tw__reactor_cq(const tw_reactor *r)
+{
+    return r->cq;
+}
+
+void tw__reactor_count_io(tw_reactor *r, int readers, int writers)
+{
+    r->cq_readers += (size_t)(ptrdiff_t)readers;
+    r->cq_writers += (size_t)(ptrdiff_t)writers;
+}
+
 /* disconnectAll. The list is detached first so that handles registered by a
  * close function (a client reconnecting, say) are left for later instead of
  * being closed in an endless loop. */
@@ -851,8 +864,8 @@ void tw_reactor_get_state(tw_reactor *r, tw_reactor_state *out)
 {
     *out = (tw_reactor_state){
         .delayed_calls = tw_clock_pending(r->clock),
-        .readers = r->readers,
-        .writers = r->writers,
+        .readers = r->readers + r->cq_readers,
+        .writers = r->writers + r->cq_writers,
         .signal_watches = tw__signals_count(r->signals),
         .thread_calls = tw__wakeup_pending(r->wakeup),
         .triggers = r->trigger_count,

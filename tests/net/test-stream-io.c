@@ -129,8 +129,12 @@ TW_REACTOR_TEST(stream_io, zerocopy_released_once_direct_and_queued)
     static char big[1 << 20];
     memset(big, 'z', sizeof big);
     int small_rel = 0, big_rel = 0, empty_rel = 0;
-    /* Goes to the kernel whole: released at once. */
+    /* Goes to the kernel whole: released at once. With io_uring's
+     * completions every write queues and leaves with the next submission:
+     * released once that has completed. */
     cr_assert_eq(tw_transport_write_zerocopy(x.t, "abc", 3, count_release, &small_rel), 0);
+    if (strcmp(tw_reactor_backend_name(r), "io_uring") == 0)
+        RUN_UNTIL(r, small_rel == 1);
     cr_assert_eq(small_rel, 1);
     cr_assert_eq(tw_transport_write_zerocopy(x.t, "", 0, count_release, &empty_rel), 0);
     cr_assert_eq(empty_rel, 1);
