@@ -13,7 +13,12 @@
  * on it while peers hang in the backlog. The reserve is one per process (it
  * stands for the process's last free slot, not a port's). If even the
  * reserve is gone (another thread took the slot), the port stops reading for
- * RETRY_DELAY and tries again, rather than spin. */
+ * RETRY_DELAY and tries again, rather than spin.
+ *
+ * Completions (a reactor whose backend has them, completion.h): one
+ * multishot accept stays armed instead of a reader, and each completion
+ * hands over one connection; the port's memory lives until that request's
+ * last completion, however it is stopped. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -28,6 +33,7 @@
 #include <twine/net.h>
 
 #include "net/net-internal.h"
+#include "reactor/completion.h"
 
 #define LOG_NS                          "twine.net"
 #define ACCEPT_BATCH                    64
@@ -51,6 +57,9 @@ struct stream_port {
     bool accepting;       /* inside the accept loop */
     bool free_asked;      /* stopped from inside the accept loop: free after it */
     bool shortage_logged; /* the descriptor shortage was logged */
+    bool cq;              /* accepting through completions */
+    bool accept_on;       /* a multishot accept is in flight */
+    struct tw__cq_target target;
     char path[sizeof(((struct sockaddr_un *)0)->sun_path) + sizeof LOCK_SUFFIX];
 };
 
@@ -124,7 +133,14 @@ static void port_close(struct stream_port *p)
     if (p->closed)
         return;
     p->closed = true;
-    tw_reactor_remove_reader(p->r, &p->io);
+    if (p->cq) {
+        tw__reactor_count_io(p->r, -1, 0);
+        /* Now: the request holds the socket open. */
+        if (p->accept_on)
+            tw__reactor_cq(p->r)->cancel(p->r, &p->target, 1, true);
+    } else {
+        tw_reactor_remove_reader(p->r, &p->io);
+    }
     tw_timer_stop(&p->retry);
     tw_reactor_remove_handle(p->r, &p->handle);
     close(p->io.fd);
@@ -151,7 +167,7 @@ static void port_stop(tw_listening_port *base)
 {
     struct stream_port *p = (struct stream_port *)base;
     port_close(p);
-    if (p->accepting)
+    if (p->accepting || p->accept_on)
         p->free_asked = true;
     else
         tw_free(p);
@@ -164,16 +180,26 @@ static const struct tw__port_ops stream_port_ops = {
 
 /* ---- Accepting */
 
+static int accept_arm(struct stream_port *p)
+{
+    if (p->accept_on || p->closed)
+        return 0;
+    int rc = tw__reactor_cq(p->r)->accept(p->r, &p->target, 1, p->io.fd);
+    if (rc == 0)
+        p->accept_on = true;
+    return rc;
+}
+
 static void pause_for_retry(struct stream_port *p)
 {
-    if (tw_timer_start(&p->retry, RETRY_DELAY) == 0)
+    if (tw_timer_start(&p->retry, RETRY_DELAY) == 0 && !p->cq)
         tw_reactor_remove_reader(p->r, &p->io);
 }
 
 static void retry_fired(tw_timer *t)
 {
     struct stream_port *p = container_of(t, struct stream_port, retry);
-    if (tw_reactor_add_reader(p->r, &p->io) < 0)
+    if ((p->cq ? accept_arm(p) : tw_reactor_add_reader(p->r, &p->io)) < 0)
         pause_for_retry(p);
 }
 
@@ -240,6 +266,47 @@ static void port_readable(tw_io *io, unsigned events)
     p->accepting = false;
     if (p->free_asked)
         tw_free(p);
+}
+
+/* A completion of the multishot accept: a connection, or why it ended. */
+static void port_accepted(struct tw__cq_target *t, unsigned op, int res, unsigned flags,
+                          const char *data)
+{
+    struct stream_port *p = container_of(t, struct stream_port, target);
+    bool last = !(flags & TW__CQ_MORE);
+    if (last)
+        p->accept_on = false;
+    bool dying = flags & TW__CQ_DYING;
+    if (dying) {
+        if (res >= 0)
+            close(res);
+    } else if (res >= 0) {
+        if (p->closed) {
+            close(res);
+        } else {
+            tw_address peer;
+            peer.len = sizeof peer.u;
+            if (getpeername(res, &peer.u.sa, &peer.len) < 0)
+                peer.len = 0;
+            p->accepting = true;
+            accept_one(p, res, &peer);
+            p->accepting = false;
+        }
+    } else if (!p->closed && res != -ECANCELED) {
+        int err = -res;
+        if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+            shortage(p, err);
+            if (tw_timer_active(&p->retry))
+                return;
+        }
+        /* Other errors belong to one connection (see port_readable). */
+    }
+    if (last && p->free_asked && !p->accepting) {
+        tw_free(p);
+        return;
+    }
+    if (last && !p->closed && !dying && !tw_timer_active(&p->retry) && accept_arm(p) < 0)
+        pause_for_retry(p);
 }
 
 /* ---- Opening */
@@ -315,7 +382,18 @@ static int port_start(tw_reactor *r, int fd, tw_factory *factory, struct stream_
     if (getsockname(fd, &p->host.u.sa, &p->host.len) < 0)
         return -errno;
     tw_io_init(&p->io, fd, port_readable, p);
-    int rc = tw_reactor_add_reader(r, &p->io);
+    int rc = TW_ENOTSUP;
+    if (tw__reactor_cq(r)) {
+        p->cq = true;
+        p->target.complete = port_accepted;
+        rc = accept_arm(p);
+        if (rc == 0)
+            tw__reactor_count_io(r, 1, 0);
+        else
+            p->cq = false;
+    }
+    if (rc < 0)
+        rc = tw_reactor_add_reader(r, &p->io);
     if (rc < 0)
         return rc;
     tw_reactor_add_handle(r, &p->handle, port_handle_close);

@@ -965,7 +965,7 @@ static void cq_complete(struct tw__cq_target *t, unsigned op, int res, unsigned 
 {
     struct tw__stream *s = container_of(t, struct tw__stream, cq.target);
     bool last = !(flags & TW__CQ_MORE);
-    if (res == TW_ESHUTDOWN) {
+    if (flags & TW__CQ_DYING) {
         /* The reactor is being freed: only let go. */
         if (op == OP_RECV)
             s->flags &= ~(uint32_t)(F_RECV_ON | F_RECV_CANCELLING);

@@ -248,6 +248,9 @@ static int ur_init(tw_reactor *r)
     }
     if (probe)
         io_uring_free_probe(probe);
+    /* Each enter then names the ring by index, not by fd: no file lookup.
+     * Not possible (old kernel, or no slot left): plain enters. */
+    (void)io_uring_register_ring_fd(&s->ring);
     r->backend_state = s;
     ops_init(r, s);
     return 0;
@@ -666,7 +669,7 @@ static void target_done(tw_reactor *r, struct uring_state *s, uint64_t data, int
         buf = s->bufs + (size_t)bid * s->buf_size + s->buf_off[bid];
     }
     if (s->dying)
-        res = TW_ESHUTDOWN;
+        flags |= TW__CQ_DYING;
     r->iter_events++;
     t->complete(t, op, res, flags, res > 0 ? buf : NULL);
     if (has_buf)
@@ -709,7 +712,7 @@ static void ops_init(tw_reactor *r, struct uring_state *s)
 }
 
 /* At free: every request still in flight is cancelled, and its completions
- * delivered (with TW_ESHUTDOWN) so that owners let go of what they held. */
+ * delivered (marked TW__CQ_DYING) so that owners let go of what they held. */
 static void drain(tw_reactor *r, struct uring_state *s)
 {
     s->dying = true;

@@ -10,9 +10,9 @@
  * object alive until the last completion of each request it made (the one
  * without TW__CQ_MORE), which always comes, also after a cancel (then
  * usually with -ECANCELED) and when the reactor is freed (then with
- * TW_ESHUTDOWN, with nothing else to do but let go: the owner must not call
- * back into the reactor). Completions are delivered from the reactor's poll,
- * as fd events are.
+ * TW__CQ_DYING set: the owner only lets go of what it holds, closes an fd
+ * that res may carry, and calls nothing of the reactor's). Completions are delivered from the
+ * reactor's poll, as fd events are.
  *
  * Requests are batched: they reach the kernel with the next wait, unless
  * said otherwise. Each call returns 0 or a negative error (TW_ESHUTDOWN while
@@ -45,6 +45,7 @@ struct tw__cq_target {
 enum {
     TW__CQ_MORE = 1u,  /* the request goes on: this is not its last completion */
     TW__CQ_NOTIF = 2u, /* a zero-copy send's last completion: the bytes are free again */
+    TW__CQ_DYING = 4u, /* the reactor is being freed (see above) */
 };
 
 /* The op number of the call a flush_later asks for. */
