@@ -244,15 +244,14 @@ static void cop_done(struct tw__cq_target *t, unsigned op, int res, unsigned fla
     struct connect_op *o = container_of(t, struct connect_op, target);
     struct stream_connector *c = o->c;
     tw_free(o);
-    if (!c || (flags & TW__CQ_DYING)) {
-        if (c)
-            c->cop = NULL;
+    if (!c)
+        return; /* the attempt is over already */
+    c->cop = NULL;
+    tw__reactor_count_io(c->r, 0, -1);
+    if (flags & TW__CQ_DYING)
         return;
-    }
     if (res == -EINPROGRESS || res == -EALREADY) {
         /* Not finished after all: wait for writability as without the ring. */
-        c->cop = NULL;
-        tw__reactor_count_io(c->r, 0, -1);
         int rc = tw_reactor_add_writer(c->r, &c->io);
         if (rc < 0)
             attempt_failed(c, rc);

@@ -841,7 +841,12 @@ static int cq_send(struct tw__stream *s)
     const struct tw__cq_ops *cq = CQ(s);
     struct iovec iov[64];
     int cnt = tw_wqueue_fill_iov(&s->queue, iov, 64);
-    bool zc = iov[0].iov_len >= cq->zerocopy_min && extra_get(s) != NULL;
+    size_t total = 0;
+    for (int i = 0; i < cnt; i++)
+        total += iov[i].iov_len;
+    /* Zero copy pays only for large sends (see zerocopy_min); it needs the
+     * extra block, to remember what the send took until its notification. */
+    bool zc = total >= cq->zerocopy_min && extra_get(s) != NULL;
     tw_transport_ref(&s->base);
     int rc = cq->send(s->base.reactor, &s->cq.target, OP_SEND, s->io.fd, iov, cnt, zc);
     return cq_request(s, F_SEND_ON | (zc ? F_SEND_ZC : 0), rc);

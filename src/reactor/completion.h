@@ -84,8 +84,8 @@ struct tw__cq_ops {
      * submission, so that what an iteration writes goes out as one send.
      * Once per call; t must not be queued already (the owner tracks it). */
     void (*flush_later)(tw_reactor *r, struct tw__cq_target *t);
-    /* Sends whose first buffer is at least this long are worth zero copy
-     * (measured: bench/sendzc.c); SIZE_MAX: never. */
+    /* Sends of at least this many bytes are worth zero copy (measured:
+     * bench/sendzc.c); SIZE_MAX: never. */
     size_t zerocopy_min;
 };
 
