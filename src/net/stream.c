@@ -80,6 +80,7 @@ enum {
     F_NOP_ON = 1u << 14,          /* a wakeup is in flight */
     F_STASHED = 1u << 15,         /* bytes or an end read while paused wait in the extra */
     F_COUNTED = 1u << 16,         /* counted as a reader in the reactor's state */
+    F_SEND_SLOT = 1u << 17,       /* the send in flight is the slot's */
 };
 
 /* Completion ops (the target's op numbers). */
@@ -176,6 +177,69 @@ static int read_buf_ensure(void)
     return 0;
 }
 
+/* ---- The per-thread send slots (completion mode)
+ *
+ * A small write to a connection with nothing queued and nothing in flight
+ * is copied into a slot of a per-thread slab instead of the write queue,
+ * and sent from there. The queue's blocks are 16 KiB each: with hundreds of
+ * connections each holding one until its send completes, they would churn
+ * through the allocator (and the heap's top through brk) every iteration;
+ * slots are taken and given back last in first out, so the few in use stay
+ * warm. A slot holds at most SLOT_SIZE bytes; whatever comes while its send
+ * is in flight queues behind it. */
+#define SLOT_SIZE 4096
+#define SLOTS     256
+
+struct slab {
+    char *mem;
+    unsigned nfree;
+    uint16_t free[SLOTS];
+};
+
+static _Thread_local struct slab *slab;
+static pthread_key_t slab_key;
+static pthread_once_t slab_key_once = PTHREAD_ONCE_INIT;
+static bool slab_key_ok;
+
+static void slab_exit(void *p)
+{
+    struct slab *b = p;
+    tw_free(b->mem);
+    tw_free(b);
+    slab = NULL;
+}
+
+static void slab_key_create(void)
+{
+    slab_key_ok = pthread_key_create(&slab_key, slab_exit) == 0;
+}
+
+/* Without memory for it, writes just queue. */
+static void slab_ensure(void)
+{
+    if (slab)
+        return;
+    pthread_once(&slab_key_once, slab_key_create);
+    struct slab *b = tw_malloc(sizeof *b);
+    char *mem = b ? tw_malloc((size_t)SLOTS * SLOT_SIZE) : NULL;
+    if (!mem) {
+        tw_free(b);
+        return;
+    }
+    b->mem = mem;
+    b->nfree = SLOTS;
+    for (unsigned i = 0; i < SLOTS; i++)
+        b->free[i] = (uint16_t)(SLOTS - 1 - i);
+    if (slab_key_ok)
+        pthread_setspecific(slab_key, b);
+    slab = b;
+}
+
+static char *slot_mem(int32_t slot)
+{
+    return slab->mem + (size_t)slot * SLOT_SIZE;
+}
+
 /* ---- Interest */
 
 static bool want_read(const struct tw__stream *s)
@@ -187,11 +251,32 @@ static bool want_read(const struct tw__stream *s)
     return !(s->flags & (F_PAUSED | F_READ_CLOSED | F_DISCONNECTING));
 }
 
+/* Bytes in a slot, not yet sent. */
+static size_t slot_pending(const struct tw__stream *s)
+{
+    return ((s->flags & F_CQ) && s->cq.slot >= 0) ? s->cq.slot_len - s->cq.slot_off : 0;
+}
+
+/* What is waiting to go: the slot's bytes, then the queue's. */
+static size_t out_size(const struct tw__stream *s)
+{
+    return tw_wqueue_size(&s->queue) + slot_pending(s);
+}
+
+static void slot_drop(struct tw__stream *s)
+{
+    if (!(s->flags & F_CQ) || s->cq.slot < 0)
+        return;
+    slab->free[slab->nfree++] = (uint16_t)s->cq.slot;
+    s->cq.slot = -1;
+    s->cq.slot_len = s->cq.slot_off = 0;
+}
+
 static bool want_write(const struct tw__stream *s)
 {
     if (s->flags & (F_LOST | F_LOST_PENDING))
         return false;
-    return !tw_wqueue_is_empty(&s->queue) || (s->flags & F_WRITE_SHUTTING);
+    return out_size(s) > 0 || (s->flags & F_WRITE_SHUTTING);
 }
 
 static int cq_update(struct tw__stream *s);
@@ -296,6 +381,7 @@ static void finish(struct tw__stream *s, int code)
     if (!(s->flags & F_SEND_ON)) {
         tw_wqueue_clear(&s->queue);
         drop_batches(s);
+        slot_drop(s);
     }
 
     struct stream_extra *x = X(s);
@@ -339,6 +425,7 @@ static void schedule_loss(struct tw__stream *s, int code)
     if (code != TW_ECONNDONE && !(s->flags & F_SEND_ON)) {
         tw_wqueue_clear(&s->queue);
         drop_batches(s);
+        slot_drop(s);
     }
     shutdown(s->io.fd, SHUT_RDWR);
     int rc = update_interest(s);
@@ -478,7 +565,7 @@ static void after_drain(struct tw__stream *s)
 {
     if (s->flags & (F_LOST | F_LOST_PENDING))
         return;
-    bool empty = tw_wqueue_is_empty(&s->queue);
+    bool empty = out_size(s) == 0;
     if (empty && (s->flags & F_DISCONNECTING)) {
         finish(s, TW_ECONNDONE);
         return;
@@ -500,7 +587,7 @@ static void after_drain(struct tw__stream *s)
         return;
     }
     struct stream_extra *x = X(s);
-    if (x && x->producer && !(s->flags & F_NO_WRITE) && tw_wqueue_size(&s->queue) <= low_mark(s)) {
+    if (x && x->producer && !(s->flags & F_NO_WRITE) && out_size(s) <= low_mark(s)) {
         tw_producer *prod = x->producer;
         if (!x->streaming) {
             prod->ops->resume_producing(prod);
@@ -539,8 +626,7 @@ static int queued(struct tw__stream *s)
         return 0; /* accepted; the loss says why it went nowhere */
     }
     struct stream_extra *x = X(s);
-    if (x && x->producer && x->streaming && !x->producer_paused &&
-        tw_wqueue_size(&s->queue) > high_mark(s)) {
+    if (x && x->producer && x->streaming && !x->producer_paused && out_size(s) > high_mark(s)) {
         x->producer_paused = true;
         x->producer->ops->pause_producing(x->producer);
     }
@@ -556,6 +642,35 @@ static int queue_failed(struct tw__stream *s, size_t sent, int rc)
     return rc;
 }
 
+/* Completion mode: copies iov[0..cnt) (len bytes) into the connection's
+ * slot when the write may go there (see the slab above). Returns true if
+ * it did. */
+static bool slot_write(struct tw__stream *s, const struct iovec *iov, int cnt, size_t len)
+{
+    if (!(s->flags & F_CQ) || !slab || !tw_wqueue_is_empty(&s->queue))
+        return false;
+    const struct stream_extra *x = X(s);
+    if (x && x->producer && !x->streaming)
+        return false; /* its writes queue, so that the drain asks for more */
+    if (s->cq.slot >= 0) {
+        /* Filling a slot whose send has not left yet. */
+        if ((s->flags & F_SEND_SLOT) || s->cq.slot_len + len > SLOT_SIZE)
+            return false;
+    } else {
+        if ((s->flags & F_SEND_ON) || len > SLOT_SIZE || slab->nfree == 0)
+            return false;
+        s->cq.slot = slab->free[--slab->nfree];
+        s->cq.slot_len = s->cq.slot_off = 0;
+    }
+    char *to = slot_mem(s->cq.slot) + s->cq.slot_len;
+    for (int i = 0; i < cnt; i++) {
+        memcpy(to, iov[i].iov_base, iov[i].iov_len);
+        to += iov[i].iov_len;
+    }
+    s->cq.slot_len += (uint32_t)len;
+    return true;
+}
+
 static int stream_write(tw_transport *t, const void *data, size_t len)
 {
     struct tw__stream *s = S(t);
@@ -563,6 +678,9 @@ static int stream_write(tw_transport *t, const void *data, size_t len)
         return TW_ENOTCONN;
     if (len == 0)
         return 0;
+    struct iovec one = {.iov_base = (void *)data, .iov_len = len};
+    if (slot_write(s, &one, 1, len))
+        return queued(s);
     size_t done = 0;
     if (direct_ok(s)) {
         ssize_t n = sys_send(s->io.fd, data, len);
@@ -590,6 +708,8 @@ static int stream_write_iov(tw_transport *t, const struct iovec *iov, int iovcnt
         total += iov[i].iov_len;
     if (total == 0)
         return 0;
+    if (slot_write(s, iov, iovcnt, total))
+        return queued(s);
     size_t done = 0;
     if (direct_ok(s) && iovcnt <= IOV_MAX) {
         struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
@@ -852,12 +972,32 @@ static int cq_send(struct tw__stream *s)
     return cq_request(s, F_SEND_ON | (zc ? F_SEND_ZC : 0), rc);
 }
 
+/* A send of the slot's unsent bytes. */
+static int cq_send_slot(struct tw__stream *s)
+{
+    struct iovec iov = {.iov_base = slot_mem(s->cq.slot) + s->cq.slot_off,
+                        .iov_len = s->cq.slot_len - s->cq.slot_off};
+    tw_transport_ref(&s->base);
+    int rc = CQ(s)->send(s->base.reactor, &s->cq.target, OP_SEND, s->io.fd, &iov, 1, false);
+    return cq_request(s, F_SEND_ON | F_SEND_SLOT, rc);
+}
+
+/* The next send: the slot's bytes first, then the queue's. */
+static int cq_send_next(struct tw__stream *s)
+{
+    if (slot_pending(s) > 0)
+        return cq_send_slot(s);
+    if (!tw_wqueue_is_empty(&s->queue))
+        return cq_send(s);
+    return 0;
+}
+
 static void cq_flush(struct tw__stream *s)
 {
     s->flags &= ~(uint32_t)F_FLUSH_QUEUED;
     if (!(s->flags & (F_LOST | F_LOST_PENDING | F_SEND_ON))) {
-        if (!tw_wqueue_is_empty(&s->queue)) {
-            int rc = cq_send(s);
+        if (out_size(s) > 0) {
+            int rc = cq_send_next(s);
             if (rc < 0)
                 finish(s, rc);
         } else {
@@ -874,12 +1014,14 @@ static void cq_sent(struct tw__stream *s, int res, unsigned flags)
     }
     if ((s->flags & F_SEND_ZC) && (flags & TW__CQ_NOTIF))
         res = (int)X(s)->zc_sent;
-    s->flags &= ~(uint32_t)(F_SEND_ON | F_SEND_ZC);
+    bool from_slot = s->flags & F_SEND_SLOT;
+    s->flags &= ~(uint32_t)(F_SEND_ON | F_SEND_ZC | F_SEND_SLOT);
     if (s->flags & (F_LOST | F_LOST_PENDING)) {
         /* The clear the loss put off while the kernel had the bytes. */
         if ((s->flags & F_LOST) || s->reason != TW_ECONNDONE) {
             tw_wqueue_clear(&s->queue);
             drop_batches(s);
+            slot_drop(s);
         }
         return;
     }
@@ -887,10 +1029,15 @@ static void cq_sent(struct tw__stream *s, int res, unsigned flags)
         finish(s, res);
         return;
     }
-    if (res > 0)
+    if (from_slot) {
+        s->cq.slot_off += (uint32_t)res;
+        if (s->cq.slot_off == s->cq.slot_len)
+            slot_drop(s);
+    } else if (res > 0) {
         tw_wqueue_consume(&s->queue, (size_t)res); /* may run release callbacks */
-    if (!(s->flags & (F_LOST | F_LOST_PENDING | F_SEND_ON)) && !tw_wqueue_is_empty(&s->queue)) {
-        int rc = cq_send(s);
+    }
+    if (!(s->flags & (F_LOST | F_LOST_PENDING | F_SEND_ON)) && out_size(s) > 0) {
+        int rc = cq_send_next(s);
         if (rc < 0) {
             finish(s, rc);
             return;
@@ -1058,7 +1205,7 @@ static int stream_lose_connection(tw_transport *t)
     if (s->flags & F_CLOSING)
         return 0;
     s->flags |= F_DISCONNECTING;
-    if (tw_wqueue_is_empty(&s->queue)) {
+    if (out_size(s) == 0) {
         schedule_loss(s, TW_ECONNDONE);
         return 0;
     }
@@ -1225,7 +1372,7 @@ static int stream_register_producer(tw_transport *t, tw_producer *producer, bool
     tw_transport_ref(t);
     if (!streaming) {
         producer->ops->resume_producing(producer);
-    } else if (tw_wqueue_size(&s->queue) > x->high) {
+    } else if (out_size(s) > x->high) {
         x->producer_paused = true;
         producer->ops->pause_producing(producer);
     }
@@ -1246,7 +1393,7 @@ static int stream_unregister_producer(tw_transport *t)
 static size_t stream_write_buffer_size(const tw_transport *t)
 {
     const struct tw__stream *s = S(t);
-    return (s->flags & F_LOST) ? 0 : tw_wqueue_size(&s->queue);
+    return (s->flags & F_LOST) ? 0 : out_size(s);
 }
 
 static int stream_set_write_buffer_limits(tw_transport *t, size_t high, size_t low)
@@ -1268,6 +1415,7 @@ static void stream_destroy(tw_transport *t)
 {
     struct tw__stream *s = S(t);
     drop_batches(s);
+    slot_drop(s);
     if (X(s))
         tw_free(X(s)->stash);
     tw_free(s->io.data);
@@ -1351,6 +1499,9 @@ int tw__stream_open(tw_reactor *r, int fd, tw_protocol *p, tw_transport **out)
         if (!is_unix && tw__reactor_cq(r)) {
             s->flags |= F_CQ;
             s->cq.target = (struct tw__cq_target){.complete = cq_complete};
+            s->cq.slot = -1;
+            s->cq.slot_len = s->cq.slot_off = 0;
+            slab_ensure();
             tw_transport_ref(&s->base); /* cq_update's failure path drops one */
             rc = cq_update(s);
             tw_transport_unref(&s->base);

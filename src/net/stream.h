@@ -21,6 +21,8 @@ struct tw__stream_cq {
     void (*unused)(void);        /* io.fn */
     void *data;                  /* io.data */
     struct tw__cq_target target; /* io.reactor, io.events, io.backend */
+    int32_t slot;                /* io.seq: a send slot held (stream.c), or -1 */
+    uint32_t slot_len, slot_off; /* its bytes, and how many are sent */
 };
 _Static_assert(offsetof(struct tw__stream_cq, fd) == offsetof(tw_io, fd), "fd overlays");
 _Static_assert(offsetof(struct tw__stream_cq, data) == offsetof(tw_io, data), "data overlays");
