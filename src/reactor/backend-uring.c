@@ -62,8 +62,8 @@
 #include <liburing.h>
 
 #define NS         "twine.reactor"
-#define SQ_ENTRIES 1024
-#define CQ_ENTRIES 8192
+#define SQ_ENTRIES 256
+#define CQ_ENTRIES 4096
 #define CQE_BATCH  256
 
 /* user_data of the backend's own requests. */
@@ -83,12 +83,19 @@
  * receive. Where the kernel consumes buffers incrementally (6.12+), a
  * receive takes only the bytes it got from the current buffer, so a 64-byte
  * message costs 64 bytes of it and the buffers are few and large; elsewhere
- * each receive takes a whole buffer, so there are more, smaller ones. */
+ * each receive takes a whole buffer, so there are more, smaller ones.
+ *
+ * The ring starts with few buffers and doubles them each time receives run
+ * short (ENOBUFS), up to its size: the kernel walks the ring's buffers in
+ * turn, so every buffer in it ends up touched (resident), and a quiet
+ * server should not pay for the buffers of a busy one. The mapping is made
+ * whole at once but pages are only touched as buffers fill. */
 #define BGID          0
-#define INC_BUFS      16
-#define INC_BUF_SIZE  (64 * 1024)
+#define INC_BUFS      32
+#define INC_BUF_SIZE  (32 * 1024)
 #define FULL_BUFS     256
 #define FULL_BUF_SIZE (16 * 1024)
+#define START_BUFS    2
 
 /* Messages and iovecs of the sends prepared since the last submission: the
  * kernel copies them when it takes the SQE (IORING_FEAT_SUBMIT_STABLE). */
@@ -122,6 +129,7 @@ struct uring_state {
     char *bufs;
     size_t map_len;
     unsigned nbufs, buf_size;
+    unsigned nadded; /* buffers given to the ring so far (grown on ENOBUFS) */
     bool inc;
     uint32_t *buf_off; /* incremental: bytes of each buffer consumed so far */
     size_t nmsgs, niovs;
@@ -248,6 +256,16 @@ static int ur_init(tw_reactor *r)
     }
     if (probe)
         io_uring_free_probe(probe);
+    /* The rings are cycled through whole (the kernel writes each CQE one
+     * slot on): touch them now, so that they are a fixed cost of the reactor
+     * (about 80 KiB) rather than memory that grows with its first thousands
+     * of events and looks like a cost per connection. */
+    volatile const char *cq = (const char *)s->ring.cq.cqes;
+    for (size_t off = 0; off < s->ring.cq.ring_entries * sizeof(struct io_uring_cqe); off += 4096)
+        (void)cq[off];
+    volatile const char *sq = (const char *)s->ring.sq.sqes;
+    for (size_t off = 0; off < s->ring.sq.ring_entries * sizeof(struct io_uring_sqe); off += 4096)
+        (void)sq[off];
     /* Each enter then names the ring by index, not by fd: no file lookup.
      * Not possible (old kernel, or no slot left): plain enters. */
     (void)io_uring_register_ring_fd(&s->ring);
@@ -432,6 +450,20 @@ static struct io_uring_sqe *target_sqe(struct uring_state *s, struct tw__cq_targ
     return sqe;
 }
 
+/* Gives the ring up to n more buffers. */
+static void grow_bufs(struct uring_state *s, unsigned n)
+{
+    if (n > s->nbufs - s->nadded)
+        n = s->nbufs - s->nadded;
+    for (unsigned i = 0; i < n; i++) {
+        unsigned bid = s->nadded + i;
+        io_uring_buf_ring_add(s->br, s->bufs + (size_t)bid * s->buf_size, s->buf_size,
+                              (unsigned short)bid, io_uring_buf_ring_mask(s->nbufs), (int)i);
+    }
+    io_uring_buf_ring_advance(s->br, (int)n);
+    s->nadded += n;
+}
+
 static int setup_bufs(struct uring_state *s, bool inc)
 {
     unsigned n = inc ? INC_BUFS : FULL_BUFS, size = inc ? INC_BUF_SIZE : FULL_BUF_SIZE;
@@ -461,18 +493,15 @@ static int setup_bufs(struct uring_state *s, bool inc)
         return rc;
     }
     io_uring_buf_ring_init(br);
-    char *bufs = (char *)map + ring_len;
-    for (unsigned i = 0; i < n; i++)
-        io_uring_buf_ring_add(br, bufs + (size_t)i * size, size, (unsigned short)i,
-                              io_uring_buf_ring_mask(n), (int)i);
-    io_uring_buf_ring_advance(br, (int)n);
     s->br = br;
-    s->bufs = bufs;
+    s->bufs = (char *)map + ring_len;
     s->map_len = len;
     s->nbufs = n;
     s->buf_size = size;
     s->inc = inc;
     s->buf_off = off;
+    s->nadded = 0;
+    grow_bufs(s, START_BUFS);
     return 0;
 }
 
@@ -670,6 +699,8 @@ static void target_done(tw_reactor *r, struct uring_state *s, uint64_t data, int
     }
     if (s->dying)
         flags |= TW__CQ_DYING;
+    if (res == -ENOBUFS && s->br)
+        grow_bufs(s, s->nadded); /* doubles, up to the ring's size */
     r->iter_events++;
     t->complete(t, op, res, flags, res > 0 ? buf : NULL);
     if (has_buf)
