@@ -81,6 +81,8 @@ enum {
     F_STASHED = 1u << 15,         /* bytes or an end read while paused wait in the extra */
     F_COUNTED = 1u << 16,         /* counted as a reader in the reactor's state */
     F_SEND_SLOT = 1u << 17,       /* the send in flight is the slot's */
+    F_ZC_KNOWN = 1u << 18,        /* whether zero copy may pay is known: */
+    F_ZC_OK = 1u << 19,           /* ... the peer is not on loopback */
 };
 
 /* Completion ops (the target's op numbers). */
@@ -955,6 +957,24 @@ static void cq_close(struct tw__stream *s)
         close(s->io.fd);
 }
 
+static bool zc_may_pay(struct tw__stream *s)
+{
+    if (!(s->flags & F_ZC_KNOWN)) {
+        tw_address a;
+        bool loop = true;
+        if (peer_address(s, &a) == 0) {
+            if (a.u.sa.sa_family == AF_INET)
+                loop = (ntohl(a.u.in.sin_addr.s_addr) >> 24) == 127;
+            else if (a.u.sa.sa_family == AF_INET6)
+                loop = IN6_IS_ADDR_LOOPBACK(&a.u.in6.sin6_addr) ||
+                       (IN6_IS_ADDR_V4MAPPED(&a.u.in6.sin6_addr) &&
+                        a.u.in6.sin6_addr.s6_addr[12] == 127);
+        }
+        s->flags |= F_ZC_KNOWN | (loop ? 0u : (uint32_t)F_ZC_OK);
+    }
+    return s->flags & F_ZC_OK;
+}
+
 /* One send of what is queued. Returns 0 or an error (nothing in flight). */
 static int cq_send(struct tw__stream *s)
 {
@@ -964,9 +984,12 @@ static int cq_send(struct tw__stream *s)
     size_t total = 0;
     for (int i = 0; i < cnt; i++)
         total += iov[i].iov_len;
-    /* Zero copy pays only for large sends (see zerocopy_min); it needs the
-     * extra block, to remember what the send took until its notification. */
-    bool zc = total >= cq->zerocopy_min && extra_get(s) != NULL;
+    /* Zero copy pays only for large sends (see zerocopy_min), and never to a
+     * peer on loopback, where the kernel copies the bytes for the receiver
+     * anyway (bench/sendzc.c: half the throughput). It needs the extra block,
+     * to remember what the send took until its notification. */
+    bool zc = total >= cq->zerocopy_min && (cq->zerocopy_loopback || zc_may_pay(s)) &&
+              extra_get(s) != NULL;
     tw_transport_ref(&s->base);
     int rc = cq->send(s->base.reactor, &s->cq.target, OP_SEND, s->io.fd, iov, cnt, zc);
     return cq_request(s, F_SEND_ON | (zc ? F_SEND_ZC : 0), rc);

@@ -87,6 +87,10 @@ struct tw__cq_ops {
     /* Sends of at least this many bytes are worth zero copy (measured:
      * bench/sendzc.c); SIZE_MAX: never. */
     size_t zerocopy_min;
+    /* Zero copy to loopback peers too (never by default: the kernel copies
+     * for the local receiver anyway); set with an explicit threshold in
+     * TWINE_IO_URING_ZC_MIN, for measuring. */
+    bool zerocopy_loopback;
 };
 
 /* The completion operations of r's backend, or NULL. */
