@@ -1,9 +1,13 @@
 /* The reactor (twisted.internet.reactor): one event loop per thread, passed
  * explicitly; there is no global reactor.
  *
- * Backends: "epoll" (the Linux default), "poll", "select" — picked by
- * tw_reactor_options.backend, else by TWINE_REACTOR=epoll|poll|select, else
- * epoll. Every backend behaves the same at this interface.
+ * Backends: "epoll" (the Linux default), "poll", "select", and "io_uring"
+ * where the build has liburing — picked by tw_reactor_options.backend, else
+ * by TWINE_REACTOR=epoll|poll|select|io_uring, else epoll. Every backend
+ * behaves the same at this interface. Where the kernel refuses io_uring
+ * (disabled by sysctl, seccomp, too old), asking for it gives an epoll
+ * reactor and one log line saying why; tw_reactor_backend_name tells which
+ * one runs.
  *
  * Threads: everything here must be called on the reactor's thread (the one
  * that created it), except what thread.h documents as thread-safe.

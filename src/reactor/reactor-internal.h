@@ -26,13 +26,13 @@
 
 /* ---- The backend seam.
  *
- * Today every backend is a readiness backend: the reactor asks it to watch
- * fds and it reports which are ready. A completion backend (io_uring) fits
- * the same seam: it implements these readiness operations with multishot
- * poll requests, and will add optional operation hooks (accept, recv into
- * provided buffers, send, connect) that transports use when present and that
- * the readiness backends leave NULL, the transport then emulating them with
- * readiness plus the syscall. */
+ * Every backend implements readiness: the reactor asks it to watch fds and
+ * it reports which are ready. A completion backend (io_uring) implements
+ * readiness with poll requests, and also offers the operations of
+ * completion.h (multishot accept and receive into shared buffers, send,
+ * connect, cancel, close) through r->cq, which transports use when it is set
+ * (the readiness backends leave it NULL, and transports then do the same
+ * work with readiness plus the syscall). */
 struct tw__backend {
     const char *name;
     /* Sets r->backend_state. Returns 0 or a negative error. */
