@@ -187,10 +187,11 @@ static int read_buf_ensure(void)
  * connections each holding one until its send completes, they would churn
  * through the allocator (and the heap's top through brk) every iteration;
  * slots are taken and given back last in first out, so the few in use stay
- * warm. A slot holds at most SLOT_SIZE bytes; whatever comes while its send
- * is in flight queues behind it. */
-#define SLOT_SIZE 4096
-#define SLOTS     256
+ * warm. A slot holds at most SLOT_SIZE bytes (a reply, a pipelined batch of
+ * small ones; small, because every send in flight keeps its slot touched);
+ * whatever comes while its send is in flight queues behind it. */
+#define SLOT_SIZE 2048
+#define SLOTS     512
 
 struct slab {
     char *mem;

@@ -65,6 +65,8 @@
 #define SQ_ENTRIES 256
 #define CQ_ENTRIES 4096
 #define CQE_BATCH  256
+/* Completions a busy loop waits for at once (see enter()). */
+#define COALESCE_EVENTS 8
 
 /* user_data of the backend's own requests. */
 #define UD_IGNORE   0ull
@@ -130,6 +132,8 @@ struct uring_state {
     struct tw__cq_target *flush; /* flush_later's list, last in first */
     size_t inflight;             /* target requests whose last completion is to come */
     bool dying;                  /* being freed: no new request */
+    unsigned last_batch;         /* completions of the last poll */
+    int64_t coalesce_ns;         /* see enter() */
     bool no_bufs;                /* the buffer ring could not be made: no receives */
     struct io_uring_buf_ring *br;
     char *bufs;
@@ -742,6 +746,9 @@ static void ops_init(tw_reactor *r, struct uring_state *s)
         .flush_later = cq_flush_later,
         .zerocopy_min = ZC_MIN,
     };
+    const char *co = getenv("TWINE_IO_URING_COALESCE_US");
+    if (co && *co)
+        s->coalesce_ns = (int64_t)strtoll(co, NULL, 10) * 1000;
     const char *zc = getenv("TWINE_IO_URING_ZC_MIN");
     if (zc && *zc) {
         s->ops.zerocopy_min = (size_t)strtoull(zc, NULL, 10);
@@ -791,12 +798,20 @@ static int enter(struct uring_state *s, int64_t timeout_ns)
         return io_uring_submit_and_get_events(&s->ring);
     struct io_uring_cqe *cqe;
     struct __kernel_timespec ts, *tsp = NULL;
+    unsigned wait_nr = 1;
+    if (s->coalesce_ns > 0 && s->last_batch >= COALESCE_EVENTS) {
+        /* Busy: wait for a batch, a little while at most, rather than wake
+         * for each completion (the kernel then wakes us once per batch). */
+        wait_nr = COALESCE_EVENTS;
+        if (timeout_ns < 0 || timeout_ns > s->coalesce_ns)
+            timeout_ns = s->coalesce_ns;
+    }
     if (timeout_ns > 0) {
         ts.tv_sec = timeout_ns / 1000000000;
         ts.tv_nsec = timeout_ns % 1000000000;
         tsp = &ts;
     }
-    return io_uring_submit_and_wait_timeout(&s->ring, &cqe, 1, tsp, NULL);
+    return io_uring_submit_and_wait_timeout(&s->ring, &cqe, wait_nr, tsp, NULL);
 }
 
 static int ur_poll(tw_reactor *r, int64_t timeout_ns)
@@ -836,6 +851,7 @@ static int ur_poll(tw_reactor *r, int64_t timeout_ns)
             dispatched++;
         }
     }
+    s->last_batch = n;
     return dispatched;
 }
 

@@ -52,11 +52,14 @@ static const char *const backend_names[] = {"epoll", "poll", "select", "io_uring
 static const struct tw__backend *const backends[] = {&tw__backend_epoll, &tw__backend_poll,
                                                      &tw__backend_select, &tw__backend_uring};
 #define BACKEND_LIST "epoll, poll, select, io_uring"
+/* Where the kernel refuses it, tw_reactor_new falls back to epoll. */
+#define DEFAULT_BACKEND "io_uring"
 #else
 static const char *const backend_names[] = {"epoll", "poll", "select", NULL};
 static const struct tw__backend *const backends[] = {&tw__backend_epoll, &tw__backend_poll,
                                                      &tw__backend_select};
-#define BACKEND_LIST "epoll, poll, select"
+#define BACKEND_LIST    "epoll, poll, select"
+#define DEFAULT_BACKEND "epoll"
 #endif
 
 const char *const *tw_reactor_backends(void)
@@ -77,7 +80,7 @@ static int pick_backend(const tw_reactor_options *options, const struct tw__back
     if (!name || !*name)
         name = getenv("TWINE_REACTOR");
     if (!name || !*name)
-        name = "epoll";
+        name = DEFAULT_BACKEND;
     for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++) {
         if (strcmp(backends[i]->name, name) == 0) {
             *out = backends[i];

@@ -8,7 +8,11 @@
 static const char *expected_backend(void)
 {
     const char *env = getenv("TWINE_REACTOR");
+#ifdef TWINE_HAVE_LIBURING
+    return env && *env ? env : "io_uring";
+#else
     return env && *env ? env : "epoll";
+#endif
 }
 
 /* ---- Backends and creation */
