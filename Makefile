@@ -1,5 +1,5 @@
 # The newcomer's commands. Each one installs missing Debian packages first.
-#   make run      start the main job (see README)
+#   make run      start the main job: twined serving echo on tcp:8000 (see README)
 #   make test     build everything and run every test (all reactor backends)
 #   make asan     the same suite under ASan + UBSan, built with clang (make test uses gcc)
 #   make bench    side-by-side benchmarks against libuv (prints JSON lines)
@@ -26,7 +26,7 @@ build: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
 run: build
-	./$(BUILD)/bin/echo-server tcp:8000
+	./$(BUILD)/bin/twined echo --listen tcp:8000
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

@@ -113,6 +113,16 @@ int tw_dqueue_put(tw_dqueue *q, tw_result value);
  * (QueueUnderflow: too many waiting gets). NULL when out of memory. */
 tw_deferred *tw_dqueue_get(tw_dqueue *q);
 
+/* run: gets the next value and calls fn(value, arg) with it (fn owns it) —
+ * a consumer's step, as the lock's and semaphore's run are a critical
+ * section's. The returned deferred (a new reference) fires with fn's result,
+ * after the deferred fn returned when it returned one. A failure that was
+ * put fails it without calling fn, and so does a get refused by the backlog
+ * (TW_ELIMIT). Cancelling it while it waits for a value leaves the line (fn
+ * never runs); while fn's deferred is pending, cancels that one. NULL when
+ * out of memory (fn never runs, nothing is taken from the queue). */
+tw_deferred *tw_dqueue_run(tw_dqueue *q, tw_callback_fn fn, void *arg);
+
 /* Values queued, and gets waiting. */
 size_t tw_dqueue_pending(const tw_dqueue *q);
 size_t tw_dqueue_waiting(const tw_dqueue *q);

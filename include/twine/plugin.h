@@ -63,13 +63,25 @@ size_t tw_plugin_count(void);
 const tw_plugin *tw_plugin_at(size_t i); /* in name order */
 
 /* Parses argv[0..argc) (the words after the plugin's name) against the
- * plugin's options. Returns 0 and *out (free with tw_plugin_args_free);
+ * plugin's options. Values point into argv, which must outlive the args.
+ * Words that are not options are refused ("unexpected argument 'x'"); a
+ * non-repeatable option given twice keeps the last value, as Twisted's
+ * usage.Options does. Returns 0 and *out (free with tw_plugin_args_free);
  * TW_EINVAL with *failure naming the bad word ("unknown option '--lisen'",
  * "--listen needs a value"); TW_EAGAIN when --help was asked for (nothing
  * to run: print tw_plugin_usage). */
 int tw_plugin_args_parse(const tw_plugin *plugin, int argc, char *const *argv, tw_plugin_args **out,
                          tw_failure **failure);
 void tw_plugin_args_free(tw_plugin_args *a);
+
+/* What most plugins do with their --listen: adds to m one server service per
+ * value of `option` (given, else its default), named by the description,
+ * serving `factory` (which must outlive m: tw_multi_service_keep it).
+ * Returns 0; TW_EINVAL with *failure "--listen: <why>" for a description
+ * that does not parse or is given twice; TW_ENOMEM. Services added before an
+ * error stay in m (release m). */
+int tw_plugin_add_servers(tw_reactor *r, const tw_plugin_args *args, const char *option,
+                          tw_multi_service *m, tw_factory *factory, tw_failure **failure);
 
 /* Writes the plugin's --help text (usage line, description, options with
  * defaults) into buf (truncated, NUL-terminated); returns the full length. */

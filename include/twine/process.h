@@ -10,7 +10,9 @@
  * children). Every descriptor Twine opens is close-on-exec, and the child
  * gets exactly the descriptors its map names: every other descriptor of
  * the parent is closed in it (as Twisted does), whether or not it was marked
- * close-on-exec.
+ * close-on-exec (Linux 5.11+ marks them all close-on-exec in one call; older
+ * kernels have the child close them as /proc/self/fd lists them, or, without
+ * /proc, close every number below the descriptor limit, at most 65536).
  *
  * The child is started with clone(CLONE_VM | CLONE_VFORK) (vfork's speed:
  * no page tables copied) and does only async-signal-safe work before execve:
@@ -25,8 +27,10 @@
  * An executable without a '/' is searched in PATH as execvp does (Twisted
  * uses os.execvpe): the PATH of the child's environment, or, when env is
  * NULL, the parent's; "/bin:/usr/bin" when that environment has none. The
- * search happens in the parent before the child starts; relative entries
- * are taken from working_dir when one is given.
+ * search happens in the parent before the child starts, with the parent's
+ * ids (with set_uid/set_gid, a match only the parent may execute is taken,
+ * and execve then fails with TW_EACCES); relative entries are taken from
+ * working_dir when one is given.
  *
  * ---- Events, in order (ProcessProtocol)
  *   connection_made → (child_data_received | child_connection_lost)* and
@@ -48,6 +52,12 @@
  * how == TW_PROCESS_UNKNOWN (unless it had exited already: it is then
  * reaped and reported as usual). A child left running that way is reaped by
  * no one until this program exits.
+ *
+ * tw_reactor_free closes no handle (reactor.h): free the reactor only once
+ * every process has ended, or after a shutdown (tw_reactor_stop, and run
+ * returning) has closed them as above. A process still open when its
+ * reactor is freed is leaked, protocol and pipes included, and must not be
+ * used any more. The same holds for the stdio transport (below).
  *
  * Everything here runs on the reactor's thread. */
 #ifndef TWINE_PROCESS_H
@@ -155,7 +165,10 @@ typedef enum tw_child_fd_kind {
 } tw_child_fd_kind;
 
 typedef struct tw_child_fd {
-    int child_fd; /* 0 ... 1023, each at most once in a map */
+    /* 0 ... 1023, each at most once in a map, and below the soft
+     * RLIMIT_NOFILE (the child inherits it: no descriptor can be made at or
+     * above it, so such a map fails with -EMFILE). */
+    int child_fd;
     tw_child_fd_kind kind;
     int parent_fd; /* TW_CHILD_FD_INHERIT only */
 } tw_child_fd;
@@ -203,9 +216,11 @@ typedef struct tw_process_options {
  * TW_EINVAL (a NULL argument, a bad map: a child fd listed twice or out of
  * range, an INHERIT of a closed descriptor), TW_ENOENT "cannot execute
  * 'NAME': ..." (not found; a PATH search found nothing), TW_EACCES (not
- * executable), -EPERM (uid/gid), TW_ENOMEM, -EMFILE, -EAGAIN (too many
- * processes), or another -errno from the child's preparation, the failure
- * saying which step failed. */
+ * executable), -EPERM (uid/gid), TW_ENOMEM, -EMFILE (also a child fd at or
+ * above the descriptor limit), -EAGAIN (too many processes), or another
+ * -errno from the child's preparation, the failure saying which step
+ * failed. A child that failed any step before execve is never handed over
+ * as started. */
 int tw_spawn_process(tw_reactor *r, tw_process_protocol *pp, const char *executable,
                      char *const argv[], char *const env[], const char *working_dir,
                      const tw_process_options *opts, tw_process **out, tw_failure **failure);
@@ -256,7 +271,14 @@ int tw_process_close_stderr(tw_process *p);
 
 /* signalProcess: sends signo (through the pidfd when there is one). Returns
  * 0; -ESRCH once the child has been reaped (Twisted's ProcessExitedAlready);
- * TW_EINVAL for a bad signal number. */
+ * TW_EINVAL for a bad signal number. With a pidfd the signal reaches this
+ * child or nobody. Without one (SIGCHLD mode: reap_with_sigchld, or a
+ * kernel before 5.3) it goes by pid, which is safe while Twine alone reaps
+ * the child (until then the pid stays taken, by a zombie at worst); but a
+ * child reaped by someone else (a waitpid(-1) elsewhere, SIGCHLD set to
+ * SIG_IGN) is known to be gone only once Twine has looked, on a later
+ * iteration, and meanwhile its pid may already be another process's, which
+ * the signal then reaches. Leave Twine's children to Twine. */
 int tw_process_signal(tw_process *p, int signo);
 
 /* ---- Process addresses (get_peer / get_host above, the stdio transport) */
@@ -324,8 +346,21 @@ void tw_process_output_free(void *output);
  * is read_connection_lost (a half-closeable protocol) or the connection's
  * end (TW_ECONNDONE). lose_connection flushes stdout, then ends the
  * connection (stdin is not read any more; it is not closed under a writer,
- * so no one gets SIGPIPE from us). A reader of stdout that goes away ends
- * the connection with -EPIPE. get_peer and get_host give the pipe address.
+ * so no one gets SIGPIPE from us). A reader of stdout that goes away (or a
+ * write to stdout that fails) is, for a protocol with write_connection_lost,
+ * the end of the write side only, as Twisted's StandardIO has it: what was
+ * queued is dropped, a registered producer is stopped, write_connection_lost
+ * runs from the reactor, writes are refused with TW_ENOTCONN, and reading
+ * goes on (end of file on stdin then ends the connection with
+ * TW_ECONNDONE); for any other protocol, or after lose_connection, it ends
+ * the connection with the error (-EPIPE). lose_write_connection flushes
+ * stdout, then closes the write side so that its reader sees end of file:
+ * a socket is shut down for writing (shutdown(SHUT_WR); reading the same
+ * socket goes on, as inetd's programs need); a pipe or FIFO is pointed at
+ * /dev/null (dup2: the number stays taken, and the pipe closes once nobody
+ * else holds it); a terminal, a regular file or another device is left as
+ * it is and no longer written (there is no end of file to give). get_peer
+ * and get_host give the pipe address.
  *
  * What each descriptor may be:
  *   a pipe, FIFO or socket   watched by the reactor; O_NONBLOCK is set on it
@@ -344,8 +379,13 @@ void tw_process_output_free(void *output);
  *       backend), and written synchronously (writes to a regular file do not
  *       wait for a peer), a short write or error ending the connection.
  * When the connection ends, each descriptor is left open and pointing where
- * it did, its flags as they were. The transport is a reactor handle: shutdown
- * ends the connection (TW_ECONNLOST). */
+ * it did, its flags as they were (but for a pipe or FIFO output half-closed
+ * by lose_write_connection, which points at /dev/null, above). A producer
+ * registered for stdout follows transport.h; with a regular file or
+ * /dev/null, which take every write at once, a pull producer is asked for
+ * more from the reactor after each write it makes. The transport is a
+ * reactor handle: shutdown ends the connection (TW_ECONNLOST); end it (or
+ * shut the reactor down) before tw_reactor_free, which would leak it. */
 
 typedef struct tw_stdio_options {
     int in_fd;  /* read from; 0 (the default) is standard input */
@@ -354,9 +394,11 @@ typedef struct tw_stdio_options {
 
 /* Connects p (taken over whatever this returns: on error it is released
  * without connection_made) to the descriptors; connection_made runs before
- * this returns. Returns 0 and, when out is not NULL, the transport (borrowed:
- * the connection holds its only reference, as for sockets); TW_EINVAL (NULL
- * r or p, in_fd == out_fd, a descriptor not open or not readable/writable),
+ * this returns. The descriptors stay the caller's: keep them open until the
+ * connection has ended (the transport reads and writes them by number).
+ * Returns 0 and, when out is not NULL, the transport (borrowed: the
+ * connection holds its only reference, as for sockets); TW_EINVAL (NULL r
+ * or p, in_fd == out_fd, a descriptor not open or not readable/writable),
  * TW_EBUSY (another watcher of this reactor watches one of them), TW_ENOMEM,
  * or -errno. */
 int tw_stdio_new(tw_reactor *r, tw_protocol *p, const tw_stdio_options *opts, tw_transport **out);

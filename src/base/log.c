@@ -3,12 +3,14 @@
 #include <twine/failure.h>
 #include <twine/log.h>
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 struct observer {
     tw_log_observer_fn fn;
@@ -46,9 +48,186 @@ int tw_log_level_parse(const char *name, tw_log_level *out)
     return TW_EINVAL;
 }
 
+/* Namespace levels: their own lock, so that the filter can be asked from
+ * anywhere (tw_log_emit asks it before it takes `lock`). min_any is the
+ * lowest level in force anywhere: what the first, lock-free check of
+ * tw_log_emit compares with. */
+struct ns_level {
+    char *ns;
+    tw_log_level level;
+};
+static pthread_mutex_t levels_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ns_level *ns_levels; /* guarded by levels_lock */
+static size_t ns_level_count, ns_level_cap;
+static atomic_int min_any = -1; /* -1: no namespace level set */
+static atomic_bool have_ns_levels;
+
+/* Under levels_lock. */
+static void update_min_any(void)
+{
+    if (ns_level_count == 0) {
+        atomic_store(&have_ns_levels, false);
+        atomic_store(&min_any, -1);
+        return;
+    }
+    int min = (int)tw_log_get_level();
+    for (size_t i = 0; i < ns_level_count; i++)
+        if ((int)ns_levels[i].level < min)
+            min = (int)ns_levels[i].level;
+    atomic_store(&min_any, min);
+    atomic_store(&have_ns_levels, true);
+}
+
 void tw_log_set_level(tw_log_level level)
 {
     atomic_store(&min_level, (int)level);
+    pthread_mutex_lock(&levels_lock);
+    update_min_any();
+    pthread_mutex_unlock(&levels_lock);
+}
+
+bool tw_log_namespace_within(const char *ns, const char *prefix)
+{
+    if (!ns || !prefix)
+        return false;
+    size_t n = strlen(prefix);
+    return strncmp(ns, prefix, n) == 0 && (ns[n] == '\0' || ns[n] == '.');
+}
+
+int tw_log_set_namespace_level(const char *ns, tw_log_level level)
+{
+    if (!ns || !ns[0] || (unsigned)level > TW_LOG_CRITICAL)
+        return TW_EINVAL;
+    int rc = 0;
+    pthread_mutex_lock(&levels_lock);
+    for (size_t i = 0; i < ns_level_count; i++) {
+        if (strcmp(ns_levels[i].ns, ns) == 0) {
+            ns_levels[i].level = level;
+            goto out;
+        }
+    }
+    char *copy = tw_strdup(ns);
+    if (!copy) {
+        rc = TW_ENOMEM;
+        goto out;
+    }
+    if (ns_level_count == ns_level_cap) {
+        size_t cap = ns_level_cap ? ns_level_cap * 2 : 4;
+        struct ns_level *grown = tw_realloc(ns_levels, cap * sizeof *grown);
+        if (!grown) {
+            tw_free(copy);
+            rc = TW_ENOMEM;
+            goto out;
+        }
+        ns_levels = grown;
+        ns_level_cap = cap;
+    }
+    ns_levels[ns_level_count++] = (struct ns_level){copy, level};
+out:
+    update_min_any();
+    pthread_mutex_unlock(&levels_lock);
+    return rc;
+}
+
+void tw_log_clear_namespace_levels(void)
+{
+    pthread_mutex_lock(&levels_lock);
+    for (size_t i = 0; i < ns_level_count; i++)
+        tw_free(ns_levels[i].ns);
+    tw_free(ns_levels); /* leave nothing behind for leak checkers */
+    ns_levels = NULL;
+    ns_level_count = ns_level_cap = 0;
+    update_min_any();
+    pthread_mutex_unlock(&levels_lock);
+}
+
+tw_log_level tw_log_level_for(const char *ns)
+{
+    tw_log_level level = tw_log_get_level();
+    if (!atomic_load(&have_ns_levels) || !ns)
+        return level;
+    size_t best = 0;
+    pthread_mutex_lock(&levels_lock);
+    for (size_t i = 0; i < ns_level_count; i++) {
+        size_t n = strlen(ns_levels[i].ns);
+        if (n > best && tw_log_namespace_within(ns, ns_levels[i].ns)) {
+            best = n;
+            level = ns_levels[i].level;
+        }
+    }
+    pthread_mutex_unlock(&levels_lock);
+    return level;
+}
+
+bool tw_log_namespace_enabled(const char *ns, tw_log_level level)
+{
+    if (!atomic_load(&have_ns_levels))
+        return level >= tw_log_get_level();
+    if ((int)level < atomic_load(&min_any))
+        return false;
+    return level >= tw_log_level_for(ns ? ns : "twine");
+}
+
+int tw_log_set_levels(const char *spec, tw_failure **failure)
+{
+    if (failure)
+        *failure = NULL;
+    if (!spec || !spec[0]) {
+        if (failure)
+            *failure = tw_failure_new(TW_EINVAL, NULL, "no log level given");
+        return TW_EINVAL;
+    }
+    /* Check every item first, so a bad one changes nothing. */
+    size_t items = 1;
+    for (const char *p = spec; *p; p++)
+        items += *p == ',';
+    struct ns_level *parsed = tw_calloc(items, sizeof *parsed);
+    char *copy = tw_strdup(spec);
+    int rc = 0;
+    if (!parsed || !copy) {
+        rc = TW_ENOMEM;
+        if (failure)
+            *failure = tw_failure_new(TW_ENOMEM, NULL, NULL);
+        goto out;
+    }
+    size_t n = 0;
+    for (char *item = copy, *next; item; item = next) {
+        next = strchr(item, ',');
+        if (next)
+            *next++ = '\0';
+        char *eq = strchr(item, '=');
+        const char *level_name = eq ? eq + 1 : item;
+        if (eq)
+            *eq = '\0';
+        tw_log_level level;
+        if ((eq && !item[0]) || tw_log_level_parse(level_name, &level) < 0) {
+            rc = TW_EINVAL;
+            if (failure) {
+                if (eq && !item[0])
+                    *failure = tw_failure_new(TW_EINVAL, NULL, "log level '=%s': no namespace",
+                                              level_name);
+                else
+                    *failure = tw_failure_new(TW_EINVAL, NULL,
+                                              "unknown log level '%s' (debug, info, warn, error "
+                                              "or critical)",
+                                              level_name);
+            }
+            goto out;
+        }
+        parsed[n++] = (struct ns_level){eq ? item : NULL, level};
+    }
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (parsed[i].ns)
+            rc = tw_log_set_namespace_level(parsed[i].ns, parsed[i].level);
+        else
+            tw_log_set_level(parsed[i].level);
+    }
+    if (rc < 0 && failure)
+        *failure = tw_failure_new(rc, NULL, NULL);
+out:
+    tw_free(parsed);
+    tw_free(copy);
+    return rc;
 }
 
 tw_log_level tw_log_get_level(void)
@@ -226,8 +405,14 @@ void tw_log_json_observer(const tw_log_event *event, void *file)
 void tw_log_emit(tw_log_level level, const char *ns, const tw_failure *failure, const char *file,
                  int line, const char *func, const char *fmt, ...)
 {
-    if (level < tw_log_get_level() || emitting)
+    if (emitting)
         return;
+    if (!atomic_load(&have_ns_levels)) {
+        if (level < tw_log_get_level())
+            return;
+    } else if (!tw_log_namespace_enabled(ns, level)) {
+        return;
+    }
     char small[512];
     char *text = small;
     va_list ap;
@@ -267,4 +452,122 @@ void tw_log_emit(tw_log_level level, const char *ns, const tw_failure *failure, 
     emitting = false;
     if (text != small)
         tw_free(text);
+}
+
+/* ---- Filtering observer */
+
+void tw_log_filter_observer(const tw_log_event *event, void *arg)
+{
+    const tw_log_filter *f = arg;
+    if (!f || !f->observer || event->level < f->level)
+        return;
+    if (f->ns && !tw_log_namespace_within(event->ns, f->ns))
+        return;
+    f->observer(event, f->arg);
+}
+
+/* ---- Reopenable log files */
+
+struct tw_log_file {
+    FILE *fp;
+    char *path; /* NULL for standard output and error */
+    tw_log_format format;
+};
+
+static FILE *open_append(const char *path, int *err)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        *err = -errno;
+        return NULL;
+    }
+    FILE *fp = fdopen(fd, "a");
+    if (!fp) {
+        *err = -errno;
+        close(fd);
+    }
+    return fp;
+}
+
+int tw_log_file_open(const char *path, tw_log_format format, tw_log_file **out)
+{
+    if (!out)
+        return TW_EINVAL;
+    *out = NULL;
+    if (!path || !path[0] || (format != TW_LOG_FORMAT_TEXT && format != TW_LOG_FORMAT_JSON))
+        return TW_EINVAL;
+    tw_log_file *lf = tw_calloc(1, sizeof *lf);
+    if (!lf)
+        return TW_ENOMEM;
+    lf->format = format;
+    if (strcmp(path, "-") == 0) {
+        lf->fp = stdout;
+    } else if (strcmp(path, "+") == 0) {
+        lf->fp = stderr;
+    } else {
+        lf->path = tw_strdup(path);
+        if (!lf->path) {
+            tw_free(lf);
+            return TW_ENOMEM;
+        }
+        int err = 0;
+        lf->fp = open_append(path, &err);
+        if (!lf->fp) {
+            tw_free(lf->path);
+            tw_free(lf);
+            return err;
+        }
+    }
+    *out = lf;
+    return 0;
+}
+
+int tw_log_file_reopen(tw_log_file *lf)
+{
+    if (!lf)
+        return TW_EINVAL;
+    if (!lf->path)
+        return 0;
+    int err = 0;
+    FILE *fp = open_append(lf->path, &err);
+    if (!fp)
+        return err;
+    pthread_mutex_lock(&lock);
+    FILE *old = lf->fp;
+    lf->fp = fp;
+    pthread_mutex_unlock(&lock);
+    fclose(old);
+    return 0;
+}
+
+void tw_log_file_close(tw_log_file *lf)
+{
+    if (!lf)
+        return;
+    if (lf->path)
+        fclose(lf->fp);
+    else
+        fflush(lf->fp);
+    tw_free(lf->path);
+    tw_free(lf);
+}
+
+void tw_log_file_observer(const tw_log_event *event, void *arg)
+{
+    tw_log_file *lf = arg;
+    if (lf->format == TW_LOG_FORMAT_JSON)
+        tw_log_json_observer(event, lf->fp);
+    else
+        tw_log_text_observer(event, lf->fp);
+}
+
+bool tw_log_file_isatty(const tw_log_file *lf)
+{
+    return lf && isatty(fileno(lf->fp));
+}
+
+void tw_log_file_set_format(tw_log_file *lf, tw_log_format format)
+{
+    if (lf && (format == TW_LOG_FORMAT_TEXT || format == TW_LOG_FORMAT_JSON))
+        lf->format = format;
 }

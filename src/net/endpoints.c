@@ -454,12 +454,9 @@ static void op_connection_failed(tw_factory *f, tw_connector *c, tw_failure *rea
     if (c == op->winner)
         return;
     op->refs++;
-    char where[TW_ADDRESS_STRLEN];
+    /* The connector's failure names the address already. */
     tw_failure_unref(op->last_failure);
-    op->last_failure =
-        tw_failure_new(tw_failure_code(reason), tw_failure_ref(reason), "connecting to %s: %s",
-                       tw_address_format(tw_connector_get_destination(c), where, sizeof where),
-                       tw_failure_message(reason));
+    op->last_failure = tw_failure_ref(reason);
     op_attempt_over(op, c);
     if (op->refused)
         op_fail(op, tw_failure_new(TW_ECONNABORTED, NULL, "the factory refused the connection"));

@@ -60,29 +60,67 @@ char *tw__process_child_stack(void)
     return b ? b + TW_NET_READ_SIZE : NULL;
 }
 
-ssize_t tw__pipe_writev(int fd, const struct iovec *iov, int iovcnt)
+/* Whether this thread last found SIGPIPE ignored. A hint only: a write
+ * goes without blocking SIGPIPE only right after the kernel said it is
+ * ignored (most servers ignore it, and then a broken pipe raises nothing);
+ * when it was not, the disposition is looked at again every
+ * RECHECK_EVERY writes, so that a program that ignores it later gets the
+ * cheap way too. */
+#define RECHECK_EVERY 64
+static _Thread_local bool sigpipe_was_ignored = true;
+static _Thread_local unsigned writes_since_check;
+
+static bool sigpipe_ignored(void)
 {
-    /* A pipe has no MSG_NOSIGNAL: block SIGPIPE for the call, and take back
-     * the one a write to a pipe without reader raised (it is directed at this
-     * thread, and pending while blocked) so it is never delivered. */
-    sigset_t pipe_set, old;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    struct sigaction sa;
+    return sigaction(SIGPIPE, NULL, &sa) == 0 && !(sa.sa_flags & SA_SIGINFO) &&
+           sa.sa_handler == SIG_IGN;
+}
+
+static ssize_t writev_retrying(int fd, const struct iovec *iov, int iovcnt)
+{
     ssize_t n;
     do {
         n = writev(fd, iov, iovcnt);
     } while (n < 0 && errno == EINTR);
-    int err = n < 0 ? errno : 0;
-    if (err == EPIPE && !sigismember(&old, SIGPIPE)) {
-        struct timespec zero = {0, 0};
-        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
-            ;
+    return n < 0 ? -errno : n;
+}
+
+ssize_t tw__pipe_writev(int fd, const struct iovec *iov, int iovcnt)
+{
+    ssize_t n;
+    if (sigpipe_was_ignored || ++writes_since_check >= RECHECK_EVERY) {
+        writes_since_check = 0;
+        sigpipe_was_ignored = sigpipe_ignored();
     }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (n >= 0)
-        return n;
-    return err == EAGAIN || err == EWOULDBLOCK ? 0 : -err;
+    if (sigpipe_was_ignored) {
+        /* One syscall for the check instead of two for the mask. (A
+         * disposition changed by another thread between the check and the
+         * write is the one case this does not cover.) */
+        n = writev_retrying(fd, iov, iovcnt);
+    } else {
+        /* A pipe has no MSG_NOSIGNAL: block SIGPIPE for the call, and take
+         * back the one a write to a pipe without reader raised (it is
+         * directed at this thread, and pending while blocked) so it is
+         * never delivered. When the thread blocks SIGPIPE already, the
+         * mask is left alone, and so is a pending SIGPIPE: it is then the
+         * program's to take. */
+        sigset_t pipe_set, old;
+        sigemptyset(&pipe_set);
+        sigaddset(&pipe_set, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+        bool was_blocked = sigismember(&old, SIGPIPE);
+        n = writev_retrying(fd, iov, iovcnt);
+        if (!was_blocked) {
+            if (n == -EPIPE) {
+                struct timespec zero = {0, 0};
+                while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+                    ;
+            }
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+        }
+    }
+    return n == -EAGAIN || n == -EWOULDBLOCK ? 0 : n;
 }
 
 ssize_t tw__pipe_read(int fd, char *buf, size_t len)

@@ -30,7 +30,12 @@ char *tw__process_read_buffer(void);
 char *tw__process_child_stack(void);
 
 /* writev that never raises SIGPIPE: a reader that went away is -EPIPE.
- * Returns the bytes written, 0 when the pipe is full (EAGAIN), or -errno. */
+ * Returns the bytes written, 0 when the pipe is full (EAGAIN), or -errno.
+ * With SIGPIPE ignored it costs one syscall more than writev (the check),
+ * else two (blocking SIGPIPE and restoring the mask); the one case not
+ * covered is another thread restoring SIGPIPE's default disposition between
+ * that check and the write. A thread that blocks SIGPIPE itself keeps its
+ * mask, and a SIGPIPE the write raised stays pending for it. */
 ssize_t tw__pipe_writev(int fd, const struct iovec *iov, int iovcnt);
 
 /* Reads into buf; returns the bytes read, 0 at end of file, -EAGAIN, or
@@ -90,6 +95,13 @@ int tw__spawn_resolve(const char *executable, char *const *envp, const char *cwd
 
 /* A readable name of a stage: "execute", "set the user id"... */
 const char *tw__spawn_stage_name(enum tw__spawn_stage stage);
+
+/* For tests: how the child closes the descriptors its map does not name.
+ * 0 (the default): marks them close-on-exec with close_range (Linux 5.11+),
+ * falling back to 1: closing what /proc/self/fd lists, falling back to 2:
+ * closing every number below the descriptor limit (at most 65536). Forcing
+ * 1 or 2 tests the fallbacks on a kernel that would not need them. */
+void tw__spawn_set_close_method(int how);
 
 /* pidfd_open(pid), or -errno (-ENOSYS where the kernel has none). */
 int tw__pidfd_open(pid_t pid);

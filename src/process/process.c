@@ -16,8 +16,10 @@
  * and then calls waitpid(pid, WNOHANG). Without one (a kernel before 5.3,
  * or asked for) it holds a SIGCHLD watch of its own and calls waitpid for
  * its own pid on each delivery; a first check runs from `later` right after
- * the spawn, since the child may exit before the watch could see it. No
- * waitpid(-1) anywhere: the children of other libraries are theirs.
+ * the spawn, since the child may exit before the watch could see it. A
+ * traced child's pidfd fires before waitpid can take it (its tracer waits
+ * first): the process then moves to the SIGCHLD way. No waitpid(-1)
+ * anywhere: the children of other libraries are theirs.
  *
  * ---- Pipes
  * A pipe the parent reads is watched for readability while not paused. A
@@ -34,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -63,6 +66,8 @@
 #define MAX_CHILD_FD      1023
 /* Where `later` waits while there is nothing to report. */
 #define FAR_AWAY 1e9
+/* How often `later` looks for the exit when nothing can tell us of it. */
+#define POLL_INTERVAL 0.1
 
 enum { D_READ = 1, D_WRITE = 2 };
 
@@ -88,6 +93,7 @@ enum {
     F_EXIT_PENDING = 1u << 3, /* process_exited not given yet */
     F_ENDED = 1u << 4,        /* process_ended given or being given */
     F_FIRST_CHECK = 1u << 5,  /* SIGCHLD mode: `later` checks once after the spawn */
+    F_POLL_EXIT = 1u << 6,    /* no way to be told of the exit: `later` polls for it */
 };
 
 struct tw_process {
@@ -421,17 +427,37 @@ static void on_exit_seen(tw_process *p)
     maybe_end(p);
 }
 
+static void on_sigchld(tw_reactor *r, int signo, void *arg);
+
+/* The pidfd says the child exited but waitpid cannot take it yet: a tracer
+ * (strace -f, a debugger) gets the exit first and hands the zombie back
+ * only once it has waited for it, which raises SIGCHLD here. So reaping
+ * goes on through SIGCHLD (the pidfd stays, for signals), then checks at
+ * once in case the tracer let go meanwhile. Without a watch (out of
+ * memory), `later` polls instead. */
+static void switch_to_sigchld(tw_process *p)
+{
+    tw_reactor_remove_reader(p->base.reactor, &p->pidfd);
+    int rc = tw_reactor_watch_signal(p->base.reactor, SIGCHLD, on_sigchld, p, &p->sigchld);
+    if (rc < 0) {
+        tw_log_warn(NS, "process %ld: cannot watch SIGCHLD (%s); polling for its exit",
+                    (long)p->pid, tw_strerror(rc));
+        p->flags |= F_POLL_EXIT;
+        tw_timer_start(&p->later, POLL_INTERVAL); /* armed: moves without allocating */
+        return;
+    }
+    tw_log_debug(NS, "process %ld: exited but not waitable yet (traced?); watching SIGCHLD",
+                 (long)p->pid);
+    check_exit(p);
+}
+
 static void on_pidfd(tw_io *io, unsigned events)
 {
     tw_process *p = io->data;
     (void)events;
     tw_transport_ref(&p->base);
-    if (!check_exit(p)) {
-        /* Readable means it exited; waitpid disagreeing would spin. */
-        tw_log_warn(NS, "process %ld: pidfd readable but not reaped; watching SIGCHLD instead",
-                    (long)p->pid);
-        tw_reactor_remove_reader(p->base.reactor, &p->pidfd);
-    }
+    if (!check_exit(p))
+        switch_to_sigchld(p);
     deliver_exit(p);
     maybe_end(p);
     tw_transport_unref(&p->base);
@@ -451,7 +477,7 @@ static void on_later(tw_timer *t)
 {
     tw_process *p = container_of(t, tw_process, later);
     tw_transport_ref(&p->base);
-    if (p->flags & F_FIRST_CHECK) {
+    if (p->flags & (F_FIRST_CHECK | F_POLL_EXIT)) {
         p->flags &= ~(uint32_t)F_FIRST_CHECK;
         check_exit(p);
     }
@@ -460,8 +486,10 @@ static void on_later(tw_timer *t)
             report_pipe(p, &p->pipes[i]);
     deliver_exit(p);
     maybe_end(p);
-    if (!ended(p) && !tw_timer_active(&p->later))
-        tw_timer_start(&p->later, FAR_AWAY); /* fits where it just left: no allocation */
+    if (!ended(p) && !tw_timer_active(&p->later)) /* fits where it just left: no allocation */
+        tw_timer_start(&p->later, (p->flags & (F_POLL_EXIT | F_REAPED)) == F_POLL_EXIT
+                                      ? POLL_INTERVAL
+                                      : FAR_AWAY);
     tw_transport_unref(&p->base);
 }
 
@@ -945,6 +973,10 @@ static const tw_child_fd default_map[] = {
 
 static int check_map(const tw_child_fd *map, size_t n, tw_failure **f)
 {
+    /* The child inherits our limit, and no descriptor can be made at or
+     * above it: said here, rather than by a child that fails. */
+    struct rlimit rl;
+    rlim_t limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : RLIM_INFINITY;
     if (n > TW_PROCESS_MAX_CHILD_FDS) {
         *f = tw_failure_new(TW_EINVAL, NULL, "spawn: %zu child descriptors (at most %d)", n,
                             TW_PROCESS_MAX_CHILD_FDS);
@@ -956,6 +988,13 @@ static int check_map(const tw_child_fd *map, size_t n, tw_failure **f)
             *f = tw_failure_new(TW_EINVAL, NULL, "spawn: child descriptor %d out of range (0-%d)",
                                 c->child_fd, MAX_CHILD_FD);
             return TW_EINVAL;
+        }
+        if (limit != RLIM_INFINITY && (rlim_t)c->child_fd >= limit) {
+            *f = tw_failure_new(-EMFILE, NULL,
+                                "spawn: child descriptor %d is not below the descriptor limit "
+                                "(RLIMIT_NOFILE %llu)",
+                                c->child_fd, (unsigned long long)limit);
+            return -EMFILE;
         }
         for (size_t j = 0; j < i; j++)
             if (map[j].child_fd == c->child_fd) {

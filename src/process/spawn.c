@@ -20,7 +20,10 @@
  * The child reports a failed step (its stage and errno) through a
  * close-on-exec pipe, then exits with 127; execve closing the pipe says it
  * worked. The parent reads the pipe once the child has let it resume, so
- * whether the child started is known before tw__spawn returns. */
+ * whether the child started is known before tw__spawn returns. What can be
+ * prepared in the parent is: the descriptors that would collide with the
+ * map's targets (and the report pipe) are moved there, so the child only
+ * duplicates and never needs a free number of its own. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -28,9 +31,11 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -56,9 +61,19 @@
 
 extern char **environ;
 
-/* The kernel's signal set is 64 bits on every Linux architecture. */
-#define KERNEL_SIGSET_SIZE 8
-#define KERNEL_NSIG        64
+/* The kernel's signal set: _NSIG - 1 signals, a bit each (64 on most
+ * architectures, 128 on MIPS). */
+#define KERNEL_NSIG        (_NSIG - 1)
+#define KERNEL_SIGSET_SIZE (KERNEL_NSIG / 8)
+#define SIGSET_WORDS       ((KERNEL_SIGSET_SIZE + sizeof(unsigned long) - 1) / sizeof(unsigned long))
+
+/* How the child closes the descriptors its map does not name (see
+ * tw__spawn_set_close_method). */
+enum { CLOSE_AUTO, CLOSE_WALK_PROC, CLOSE_UP_TO_LIMIT };
+static atomic_int close_method;
+
+/* Where CLOSE_UP_TO_LIMIT stops when the limit is higher (or infinite). */
+#define CLOSE_LOOP_CAP 65536
 
 /* ---- The child */
 
@@ -67,31 +82,108 @@ struct child_report {
     int err;
 };
 
+/* Everything the child reads, prepared by the parent: the child only
+ * duplicates each source onto its target (no source and not the report
+ * pipe is ever a target number, so no step undoes another), then closes
+ * the rest. */
 struct child_args {
     const struct tw__spawn_plan *plan;
     int err_fd;
-    int max_target;
-    int src[TW_PROCESS_MAX_CHILD_FDS]; /* the child's scratch: where each source is now */
+    int method;
+    int close_limit;                       /* CLOSE_UP_TO_LIMIT: numbers below it */
+    int src[TW_PROCESS_MAX_CHILD_FDS];     /* moves[i]'s source, moved off the targets */
+    int targets[TW_PROCESS_MAX_CHILD_FDS]; /* sorted */
+    int ntargets;
 };
 
+/* What getdents64 gives (linux_dirent64). */
+struct dirent64 {
+    uint64_t ino;
+    int64_t off;
+    unsigned short reclen;
+    unsigned char type;
+    char name[];
+};
+
+#define CHILD_CODE __attribute__((no_sanitize("address", "undefined")))
+
 /* A kernel struct sigaction of zeros: SIG_DFL, no flags, empty mask,
- * whatever the field order. */
-static const unsigned long default_action[4];
-static const unsigned long empty_mask[1];
+ * whatever the field order (three pointers and the mask at most). */
+static const unsigned long default_action[3 + SIGSET_WORDS];
+static const unsigned long empty_mask[SIGSET_WORDS];
 
 /* syscall() gives -1 and errno; the child wants -errno. errno lives in the
  * parent thread's TLS, which the suspended parent does not read meanwhile. */
 #define RAW(...) (syscall(__VA_ARGS__) < 0 ? -errno : 0)
 
-static bool is_target(const struct tw__spawn_plan *pl, int fd)
+CHILD_CODE static bool child_keeps(const struct child_args *a, long fd)
 {
-    for (int i = 0; i < pl->nmoves; i++)
-        if (pl->moves[i].target == fd)
+    if (fd == a->err_fd)
+        return true;
+    for (int i = 0; i < a->ntargets; i++)
+        if (a->targets[i] == fd)
             return true;
     return false;
 }
 
-__attribute__((noinline, no_sanitize("address", "undefined"))) static int child_main(void *arg)
+/* Marks every number between the targets close-on-exec (Linux 5.11+).
+ * False when the kernel cannot. */
+CHILD_CODE static bool cloexec_the_rest(const struct child_args *a)
+{
+    unsigned lo = 0;
+    for (int i = 0; i <= a->ntargets; i++) {
+        unsigned hi = i < a->ntargets ? (unsigned)a->targets[i] : ~0u;
+        if (hi > lo &&
+            syscall(SYS_close_range, lo, i < a->ntargets ? hi - 1 : hi, CLOSE_RANGE_CLOEXEC) < 0)
+            return false;
+        lo = hi + 1;
+    }
+    return true;
+}
+
+/* Closes every open descriptor not kept, as /proc/self/fd lists them.
+ * False when it cannot be read (no /proc, no descriptor free). */
+CHILD_CODE static bool close_listed(const struct child_args *a)
+{
+    long dir = syscall(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        return false;
+    char buf[2048] __attribute__((aligned(8)));
+    for (;;) {
+        long n = syscall(SYS_getdents64, dir, buf, sizeof buf);
+        if (n <= 0)
+            break;
+        for (long off = 0; off < n;) {
+            struct dirent64 *d = (struct dirent64 *)(buf + off);
+            off += d->reclen;
+            long fd = 0;
+            const char *c = d->name;
+            if (*c < '0' || *c > '9')
+                continue; /* "." and ".." */
+            for (; *c >= '0' && *c <= '9'; c++)
+                fd = fd * 10 + (*c - '0');
+            /* Closing entries already listed does not disturb the walk:
+             * /proc/self/fd goes by descriptor number. */
+            if (fd != dir && !child_keeps(a, fd))
+                syscall(SYS_close, fd);
+        }
+    }
+    syscall(SYS_close, dir);
+    return true;
+}
+
+CHILD_CODE static void close_the_rest(const struct child_args *a)
+{
+    if (a->method == CLOSE_AUTO && cloexec_the_rest(a))
+        return;
+    if (a->method != CLOSE_UP_TO_LIMIT && close_listed(a))
+        return;
+    for (int fd = 0; fd < a->close_limit; fd++)
+        if (!child_keeps(a, fd))
+            syscall(SYS_close, fd);
+}
+
+__attribute__((noinline)) CHILD_CODE static int child_main(void *arg)
 {
     struct child_args *a = arg;
     const struct tw__spawn_plan *pl = a->plan;
@@ -106,31 +198,10 @@ __attribute__((noinline, no_sanitize("address", "undefined"))) static int child_
             goto fail;
     }
 
-    /* The map may permute (child 1 <- parent 2, child 2 <- parent 1): first
-     * every source (and the report pipe) that a target could clobber moves
-     * above the highest target, then each target is made from it. */
+    /* The parent moved every source (and the report pipe) off the target
+     * numbers, so the map may permute freely (child 1 <- parent 2 and
+     * child 2 <- parent 1): each target is made from its source in turn. */
     stage = TW__STAGE_FDS;
-    int floor = a->max_target + 1;
-    if (a->err_fd < floor) {
-        long fd = syscall(SYS_fcntl, a->err_fd, F_DUPFD_CLOEXEC, floor);
-        if (fd < 0) {
-            rc = -errno;
-            goto fail_silent; /* no pipe to report through */
-        }
-        a->err_fd = (int)fd;
-    }
-    for (int i = 0; i < pl->nmoves; i++) {
-        int s = pl->moves[i].source;
-        if (s != pl->moves[i].target && s < floor) {
-            long fd = syscall(SYS_fcntl, s, F_DUPFD_CLOEXEC, floor);
-            if (fd < 0) {
-                rc = -errno;
-                goto fail;
-            }
-            s = (int)fd;
-        }
-        a->src[i] = s;
-    }
     for (int i = 0; i < pl->nmoves; i++) {
         int t = pl->moves[i].target;
         if (a->src[i] == t)
@@ -140,12 +211,8 @@ __attribute__((noinline, no_sanitize("address", "undefined"))) static int child_
         if (rc < 0)
             goto fail;
     }
-    /* Only what the map names reaches the program: the rest of the low
-     * numbers are closed, everything above is closed by execve. */
-    for (int fd = 0; fd < floor; fd++)
-        if (!is_target(pl, fd))
-            syscall(SYS_close, fd);
-    syscall(SYS_close_range, (unsigned)floor, ~0u, CLOSE_RANGE_CLOEXEC); /* 5.11+; else O_CLOEXEC */
+    /* Only what the map names reaches the program. */
+    close_the_rest(a);
 
     if (pl->cwd) {
         stage = TW__STAGE_CHDIR;
@@ -177,9 +244,10 @@ __attribute__((noinline, no_sanitize("address", "undefined"))) static int child_
     rc = RAW(SYS_execve, pl->path, pl->argv, pl->envp);
 
 fail:;
+    /* Eight bytes into an empty pipe: this write does not fail, so the
+     * parent never takes a child that failed for one that started. */
     struct child_report rep = {stage, (int)-rc};
     syscall(SYS_write, a->err_fd, &rep, sizeof rep);
-fail_silent:
     syscall(SYS_exit_group, 127);
     return 127;
 }
@@ -203,6 +271,80 @@ static void reap_now(pid_t pid)
         ;
 }
 
+static bool in_sorted(const int *v, int n, int x)
+{
+    for (int i = 0; i < n && v[i] <= x; i++)
+        if (v[i] == x)
+            return true;
+    return false;
+}
+
+/* A close-on-exec duplicate of fd on the lowest number that is not a
+ * target, or -errno (-EMFILE when the limit leaves none). */
+static int dup_off_targets(int fd, const struct child_args *a)
+{
+    int from = 0;
+    for (;;) {
+        int d = fcntl(fd, F_DUPFD_CLOEXEC, from);
+        if (d < 0)
+            return errno == EINVAL ? -EMFILE : -errno; /* EINVAL: from is past the limit */
+        if (!in_sorted(a->targets, a->ntargets, d))
+            return d;
+        close(d);
+        from = d + 1;
+    }
+}
+
+/* Fills a's sources, targets and closing method, moving (in the parent,
+ * where a failure is an ordinary error) every source that sits on another
+ * move's target, and the report pipe when it sits on one, to a number no
+ * target uses. `made` gets the duplicates to close after the clone.
+ * Returns 0 or -errno. */
+static int prepare_child_fds(const struct tw__spawn_plan *plan, struct child_args *a, int *made,
+                             int *nmade)
+{
+    *nmade = 0;
+    a->ntargets = 0;
+    for (int i = 0; i < plan->nmoves; i++) {
+        int t = plan->moves[i].target, k = a->ntargets++;
+        while (k > 0 && a->targets[k - 1] > t) {
+            a->targets[k] = a->targets[k - 1];
+            k--;
+        }
+        a->targets[k] = t;
+    }
+    for (int i = 0; i < plan->nmoves; i++) {
+        int s = plan->moves[i].source;
+        a->src[i] = s;
+        if (s == plan->moves[i].target || !in_sorted(a->targets, a->ntargets, s))
+            continue;
+        for (int j = 0; j < i; j++) /* the PTY's slave is the source of three */
+            if (plan->moves[j].source == s && a->src[j] != s)
+                a->src[i] = a->src[j];
+        if (a->src[i] != s)
+            continue;
+        int d = dup_off_targets(s, a);
+        if (d < 0)
+            return d;
+        made[(*nmade)++] = d;
+        a->src[i] = d;
+    }
+    if (in_sorted(a->targets, a->ntargets, a->err_fd)) {
+        int d = dup_off_targets(a->err_fd, a);
+        if (d < 0)
+            return d;
+        close(a->err_fd);
+        a->err_fd = d;
+    }
+    a->method = atomic_load(&close_method);
+    struct rlimit rl;
+    a->close_limit = CLOSE_LOOP_CAP;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < CLOSE_LOOP_CAP)
+        a->close_limit = (int)rl.rlim_cur;
+    return 0;
+}
+
 int tw__spawn(const struct tw__spawn_plan *plan, pid_t *pid, int *pidfd,
               enum tw__spawn_stage *stage)
 {
@@ -214,10 +356,17 @@ int tw__spawn(const struct tw__spawn_plan *plan, pid_t *pid, int *pidfd,
     int ep[2];
     if (pipe2(ep, O_CLOEXEC) < 0)
         return -errno;
-    struct child_args a = {.plan = plan, .err_fd = ep[1], .max_target = 2};
-    for (int i = 0; i < plan->nmoves; i++)
-        if (plan->moves[i].target > a.max_target)
-            a.max_target = plan->moves[i].target;
+    struct child_args a = {.plan = plan, .err_fd = ep[1]};
+    int made[TW_PROCESS_MAX_CHILD_FDS], nmade;
+    int rc = prepare_child_fds(plan, &a, made, &nmade);
+    if (rc < 0) {
+        for (int i = 0; i < nmade; i++)
+            close(made[i]);
+        close(ep[0]);
+        close(a.err_fd);
+        *stage = TW__STAGE_FDS;
+        return rc;
+    }
 
     int flags = CLONE_VM | CLONE_VFORK | SIGCHLD;
     if (plan->want_pidfd && !atomic_load(&clone_pidfd_refused))
@@ -236,7 +385,9 @@ int tw__spawn(const struct tw__spawn_plan *plan, pid_t *pid, int *pidfd,
     }
     int clone_err = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    close(ep[1]);
+    close(a.err_fd);
+    for (int i = 0; i < nmade; i++)
+        close(made[i]);
     if (p < 0) {
         close(ep[0]);
         return -clone_err;
@@ -246,10 +397,17 @@ int tw__spawn(const struct tw__spawn_plan *plan, pid_t *pid, int *pidfd,
     do {
         n = read(ep[0], &rep, sizeof rep);
     } while (n < 0 && errno == EINTR);
+    int read_err = errno;
     close(ep[0]);
     if (!(flags & CLONE_PIDFD))
         fd = -1;
-    if (n == (ssize_t)sizeof rep) {
+    if (n != 0) {
+        /* A report, or (never seen) a pipe that cannot be read: either
+         * way not a child to hand over. */
+        if (n != (ssize_t)sizeof rep) {
+            kill(p, SIGKILL);
+            rep = (struct child_report){TW__STAGE_CLONE, n < 0 ? read_err : EIO};
+        }
         reap_now(p);
         if (fd >= 0)
             close(fd);
@@ -264,6 +422,11 @@ int tw__spawn(const struct tw__spawn_plan *plan, pid_t *pid, int *pidfd,
     *pidfd = fd;
     *stage = TW__STAGE_NONE;
     return 0;
+}
+
+void tw__spawn_set_close_method(int how)
+{
+    atomic_store(&close_method, how);
 }
 
 /* ---- PATH search */

@@ -18,6 +18,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -45,6 +46,7 @@ struct end {
     int mode;        /* M_WATCH or M_FILE */
     int saved_flags; /* flags to restore on `given`; -1: untouched */
     bool fifo;       /* out: a pipe, whose reader going away we watch for */
+    bool socket;     /* out: a socket, shut down for writing by a half-close */
 };
 
 enum {
@@ -55,6 +57,8 @@ enum {
     F_DISCONNECTING = 1u << 4, /* lose_connection (or end of file): flush, then end */
     F_LOST_PENDING = 1u << 5,
     F_LOST = 1u << 6,
+    F_PULL_PENDING = 1u << 7,  /* a file took a pull producer's write: ask it for more */
+    F_WLOST_PENDING = 1u << 8, /* the output failed inside a write: tell from `later` */
 };
 
 #define F_NO_WRITE (F_WRITE_SHUTTING | F_WRITE_CLOSED | F_DISCONNECTING | F_LOST_PENDING | F_LOST)
@@ -225,8 +229,13 @@ static int flush(struct stdio *s)
     return 0;
 }
 
-/* Points the output at /dev/null: a reader of the pipe sees end of file
- * once nobody else holds it, and the descriptor number stays taken. */
+/* Shuts the write side down so that whoever reads the output sees end of
+ * file, while the descriptor number stays taken: a socket is shut down for
+ * writing (inetd's programs go on reading the same socket); a pipe or FIFO
+ * is pointed at /dev/null (the pipe closes once nobody else holds it); a
+ * terminal we reopened is closed (the program's own descriptor was never
+ * ours to change); a file or any other device, which has no reader to
+ * tell, is simply no longer written. */
 static int shut_output(struct stdio *s)
 {
     int rc = 0;
@@ -234,17 +243,78 @@ static int shut_output(struct stdio *s)
         tw_reactor_remove_reader(s->base.reactor, &s->out.io);
         tw_reactor_remove_writer(s->base.reactor, &s->out.io);
     }
-    int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
-    if (null < 0)
-        return -errno;
-    release_end(&s->out);
-    if (dup2(null, s->out.given) < 0)
-        rc = -errno;
-    close(null);
-    s->out.mode = M_FILE;
-    s->out.io.fd = s->out.given;
+    bool reopened = s->out.io.fd >= 0 && s->out.io.fd != s->out.given;
+    if (s->out.socket && !reopened) {
+        if (shutdown(s->out.given, SHUT_WR) < 0 && errno != ENOTCONN)
+            rc = -errno;
+        release_end(&s->out);
+    } else if (s->out.fifo && !reopened) {
+        int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (null < 0)
+            return -errno;
+        release_end(&s->out);
+        if (dup2(null, s->out.given) < 0)
+            rc = -errno;
+        close(null);
+    } else {
+        release_end(&s->out);
+    }
+    s->out.mode = M_FILE; /* nothing left to watch */
+    s->out.io.fd = -1;
     s->out.fifo = false;
     return rc;
+}
+
+static void stop_producer(struct stdio *s)
+{
+    tw_producer *prod = s->producer;
+    s->producer = NULL;
+    if (prod && prod->ops->stop_producing)
+        prod->ops->stop_producing(prod);
+}
+
+/* write_connection_lost for an output that failed, from the reactor; the
+ * end when the input is done too. */
+static void tell_output_lost(struct stdio *s)
+{
+    s->flags &= ~(uint32_t)F_WLOST_PENDING;
+    stop_producer(s);
+    if (s->flags & (F_LOST | F_LOST_PENDING))
+        return;
+    tw_protocol *p = s->base.protocol;
+    p->ops->write_connection_lost(p);
+    if (!(s->flags & (F_LOST | F_LOST_PENDING)) && (s->flags & F_READ_CLOSED))
+        finish(s, TW_ECONNDONE);
+}
+
+/* The output failed: its reader went away, or a write failed. A protocol
+ * that can be told of a lost write side (write_connection_lost) keeps
+ * reading, as Twisted's StandardIO calls writeConnectionLost; any other,
+ * or one already closing, loses the connection with the error. `inside`:
+ * called from inside a call of the application, so the telling waits for
+ * `later`. */
+static void output_lost(struct stdio *s, int code, bool inside)
+{
+    if (s->flags & (F_LOST | F_LOST_PENDING | F_WRITE_CLOSED))
+        return;
+    tw_protocol *p = s->base.protocol;
+    if ((s->flags & F_DISCONNECTING) || !p->ops || !p->ops->write_connection_lost) {
+        if (inside)
+            schedule_loss(s, code);
+        else
+            finish(s, code);
+        return;
+    }
+    tw_log_debug(NS, "standard I/O: the output is gone (%s); reading goes on", tw_strerror(code));
+    s->flags = (s->flags | F_WRITE_CLOSED) & ~(uint32_t)F_WRITE_SHUTTING;
+    tw_wqueue_clear(&s->queue);
+    update_interest(s); /* removals only */
+    if (inside) {
+        s->flags |= F_WLOST_PENDING;
+        tw_timer_start(&s->later, 0); /* armed: moves without allocating */
+        return;
+    }
+    tell_output_lost(s);
 }
 
 static void after_drain(struct stdio *s)
@@ -314,9 +384,15 @@ static int stdio_write_iov(tw_transport *t, const struct iovec *iov, int iovcnt)
         for (int i = 0; i < iovcnt; i += IOV_MAX) {
             int rc = write_all(s->out.io.fd, iov + i, iovcnt - i);
             if (rc < 0) {
-                schedule_loss(s, rc);
-                break;
+                output_lost(s, rc, true);
+                return 0;
             }
+        }
+        /* Nothing is ever queued for a file, so no drain will ask a pull
+         * producer for more: `later` does, once this call has returned. */
+        if (s->producer && !s->streaming) {
+            s->flags |= F_PULL_PENDING;
+            tw_timer_start(&s->later, 0); /* armed: moves without allocating */
         }
         return 0;
     }
@@ -325,7 +401,7 @@ static int stdio_write_iov(tw_transport *t, const struct iovec *iov, int iovcnt)
     if (tw_wqueue_is_empty(&s->queue) && !pull && iovcnt <= IOV_MAX) {
         ssize_t n = tw__pipe_writev(s->out.io.fd, iov, iovcnt);
         if (n < 0) {
-            schedule_loss(s, (int)n);
+            output_lost(s, (int)n, true);
             return 0;
         }
         done = (size_t)n;
@@ -431,15 +507,15 @@ static void on_out(tw_io *io, unsigned events)
 {
     struct stdio *s = io->data;
     tw_transport_ref(&s->base);
-    if ((events & TW_IO_WRITE) && !(s->flags & (F_LOST | F_LOST_PENDING))) {
+    if ((events & TW_IO_WRITE) && !(s->flags & (F_LOST | F_LOST_PENDING | F_WRITE_CLOSED))) {
         int rc = flush(s);
         if (rc < 0)
-            finish(s, rc);
+            output_lost(s, rc, false);
         else
             after_drain(s);
     }
-    if ((events & TW_IO_READ) && s->out.fifo && !(s->flags & F_LOST))
-        finish(s, -EPIPE); /* the pipe's reader has gone */
+    if ((events & TW_IO_READ) && s->out.fifo)
+        output_lost(s, -EPIPE, false); /* the pipe's reader has gone */
     tw_transport_unref(&s->base);
 }
 
@@ -451,6 +527,14 @@ static void on_later(tw_timer *t)
         finish(s, s->reason);
     } else if (s->out.mode == M_FILE && (s->flags & F_WRITE_SHUTTING)) {
         after_drain(s); /* nothing is ever queued for a file */
+    }
+    if ((s->flags & F_WLOST_PENDING) && !(s->flags & F_LOST))
+        tell_output_lost(s);
+    if (s->flags & F_PULL_PENDING) {
+        s->flags &= ~(uint32_t)F_PULL_PENDING;
+        tw_producer *prod = s->producer;
+        if (prod && !s->streaming && !(s->flags & F_NO_WRITE))
+            prod->ops->resume_producing(prod);
     }
     if (!(s->flags & (F_LOST | F_LOST_PENDING)) && s->in.mode == M_FILE && want_read(s)) {
         do_read(s, 1);
@@ -642,6 +726,7 @@ static int prepare_end(struct end *e, int fd, bool writing, tw_io_fn fn, void *d
     }
     e->mode = M_WATCH;
     e->fifo = writing && S_ISFIFO(st.st_mode);
+    e->socket = writing && S_ISSOCK(st.st_mode);
     if (!(fl & O_NONBLOCK)) {
         if (fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
             return -errno;

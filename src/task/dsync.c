@@ -578,6 +578,33 @@ tw_deferred *tw_dqueue_get(tw_dqueue *q)
     return d;
 }
 
+tw_deferred *tw_dqueue_run(tw_dqueue *q, tw_callback_fn fn, void *arg)
+{
+    if (!q || !fn)
+        return tw_fail(
+            tw_failure_new(TW_EINVAL, NULL, "tw_dqueue_run: NULL %s", q ? "fn" : "queue"));
+    if (q->count) {
+        /* fn is in place before the value is taken: running out of memory
+         * takes nothing from the queue. */
+        tw_deferred *d = tw_deferred_new(NULL, NULL);
+        if (!d)
+            return NULL;
+        if (tw_deferred_add_callback(d, fn, arg) < 0) {
+            tw_deferred_unref(d);
+            return NULL;
+        }
+        tw_deferred_callback(d, queue_pop_front(q));
+        return d;
+    }
+    tw_deferred *d = tw_dqueue_get(q); /* waiting, or failed by the backlog */
+    if (d && tw_deferred_add_callback(d, fn, arg) < 0) {
+        tw_deferred_cancel(d); /* leaves the line: no value was handed to it */
+        tw_deferred_unref(d);
+        return NULL;
+    }
+    return d;
+}
+
 size_t tw_dqueue_pending(const tw_dqueue *q)
 {
     return q ? q->count : 0;

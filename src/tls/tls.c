@@ -61,7 +61,7 @@ typedef struct tls_conn {
     bool failed;
     bool peer_closed; /* close_notify received */
     bool aborted;
-    char alpn[256]; /* the protocol agreed on, NUL-terminated */
+    char *alpn; /* the protocol agreed on (NUL-terminated, ours), or NULL */
 } tls_conn;
 
 static const tw_wrapper_hooks tls_hooks;
@@ -254,7 +254,12 @@ static void handshake_finished(tls_conn *c)
     const unsigned char *proto;
     unsigned int plen;
     SSL_get0_alpn_selected(c->ssl, &proto, &plen);
-    if (proto && plen < sizeof c->alpn) {
+    if (proto && plen > 0) {
+        c->alpn = tw_malloc(plen + 1u);
+        if (!c->alpn) {
+            fail_with(c, tw_failure_new(TW_ENOMEM, NULL, "out of memory after the TLS handshake"));
+            return;
+        }
         memcpy(c->alpn, proto, plen);
         c->alpn[plen] = '\0';
     }
@@ -426,6 +431,8 @@ static void tls_free(tw_wrapper *w)
     tw_wqueue_clear(&c->pending);
     tw_free(c->hostname);
     c->hostname = NULL;
+    tw_free(c->alpn);
+    c->alpn = NULL;
     tw_tls_context_unref(c->ctx);
     c->ctx = NULL;
 }
@@ -662,7 +669,7 @@ const char *tw_tls_negotiated_protocol(const tw_transport *t)
     tls_conn *c = done_of(t);
     if (!c)
         return NULL;
-    return c && c->alpn[0] ? c->alpn : NULL;
+    return c->alpn;
 }
 
 const char *tw_tls_version_name(const tw_transport *t)

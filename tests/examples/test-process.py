@@ -73,6 +73,44 @@ class RunCmd(unittest.TestCase):
         self.assertEqual(code, 0, err)
         self.assertEqual(len(out), 3000000)
 
+    def test_reader_going_away_stops_the_command(self):
+        """As in a shell pipeline: `run-cmd yes | head` ends with SIGPIPE."""
+        p = subprocess.Popen(command("run-cmd", "yes"), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        self.assertEqual(p.stdout.read(20), b"y\n" * 10)
+        p.stdout.close()
+        err = p.stderr.read()
+        p.stderr.close()
+        p.wait(timeout=TIMEOUT)
+        self.assertEqual(p.returncode, 128 + 13, err)
+        self.assertRegex(err, rb"'yes' \(pid \d+\) killed by signal 13")
+
+    def test_slow_reader_holds_the_command_back(self):
+        """Nothing blocks and nothing piles up: the command waits for us."""
+        size = 50_000_000
+        p = subprocess.Popen(command("run-cmd", "head", "-c", str(size), "/dev/zero"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             stdin=subprocess.DEVNULL)
+        time.sleep(0.5)
+        rss_kib = 0
+        with open(f"/proc/{p.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss_kib = int(line.split()[1])
+        got = 0
+        while True:
+            chunk = p.stdout.read(1 << 20)
+            if not chunk:
+                break
+            got += len(chunk)
+        p.stdout.close()
+        err = p.stderr.read()
+        p.stderr.close()
+        p.wait(timeout=TIMEOUT)
+        self.assertEqual((p.returncode, got), (0, size), err)
+        if not VALGRIND:
+            self.assertLess(rss_kib, 16 * 1024, "run-cmd buffered what it could not write")
+
     def test_killed_command(self):
         code, out, err = run("run-cmd", "sh", "-c", "kill -9 $$")
         self.assertEqual(code, 128 + 9)

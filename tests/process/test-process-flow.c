@@ -141,6 +141,69 @@ TW_REACTOR_TEST(flow, producer_stopped_when_stdin_closes)
     rec_clear(&rec);
 }
 
+/* A pull producer feeding cat: asked for one chunk at a time, each time
+ * the queue has drained, never from inside its own write. */
+struct puller {
+    tw_producer base;
+    tw_transport *t;
+    size_t sent, limit;
+    int resumes, stops, depth, max_depth;
+};
+
+static void puller_resume(tw_producer *p)
+{
+    struct puller *pl = (struct puller *)p;
+    pl->resumes++;
+    if (++pl->depth > pl->max_depth)
+        pl->max_depth = pl->depth;
+    if (pl->sent < pl->limit) {
+        char chunk[8 * 1024];
+        size_t n = sizeof chunk;
+        if (n > pl->limit - pl->sent)
+            n = pl->limit - pl->sent;
+        for (size_t i = 0; i < n; i++)
+            chunk[i] = pattern(pl->sent + i);
+        pl->sent += n;
+        cr_assert_eq(tw_transport_write(pl->t, chunk, n), 0);
+        if (pl->sent == pl->limit) {
+            tw_transport_unregister_producer(pl->t);
+            tw_transport_lose_write_connection(pl->t);
+        }
+    }
+    pl->depth--;
+}
+
+static void puller_stop(tw_producer *p)
+{
+    ((struct puller *)p)->stops++;
+}
+
+static const tw_producer_ops puller_ops = {NULL, puller_resume, puller_stop};
+
+TW_REACTOR_TEST(flow, pull_producer_on_stdin)
+{
+    static tw_process_protocol_ops ops;
+    ops = rec_ops;
+    ops.child_data_received = check_data;
+    struct checker c = {0};
+    rec_init(&c.rec);
+    c.rec.base.ops = &ops;
+    tw_process *p = spawn_rec(r, &c.rec, "/bin/cat", NULL, NULL);
+    tw_transport *t = tw_process_transport(p);
+    struct puller pl = {.base = {&puller_ops}, .t = t, .limit = 1024u * 1024};
+    cr_assert_eq(tw_transport_register_producer(t, &pl.base, false), 0);
+    cr_assert_eq(pl.resumes, 1, "asked once as it registers");
+    run_until_freed(r, &c.rec, 10);
+    cr_assert_eq(pl.sent, pl.limit);
+    cr_assert_eq(pl.resumes, 128, "one chunk per resume");
+    cr_assert_eq(pl.max_depth, 1, "never resumed from inside its own write");
+    cr_assert_eq(pl.stops, 0, "unregistered before the end");
+    cr_assert_eq(c.seen, pl.limit);
+    cr_assert_eq(c.bad, 0);
+    cr_assert_eq(c.rec.end_status.exit_code, 0);
+    rec_clear(&c.rec);
+}
+
 static long rss_kib(void)
 {
     FILE *f = fopen("/proc/self/statm", "r");

@@ -4,6 +4,7 @@
 #include <pty.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <twine/endpoint.h>
 #include <twine/net.h>
@@ -392,6 +393,253 @@ TW_REACTOR_TEST(stdio, reactor_shutdown_ends_it)
     tw_free(e);
 }
 
+/* A half-closeable protocol that only counts (echo_read_lost answers and
+ * closes). */
+static void count_read_lost(tw_protocol *p)
+{
+    ((struct echo *)p)->read_lost++;
+}
+
+static const tw_protocol_ops counting_half_ops = {
+    .connection_made = echo_made,
+    .data_received = echo_data,
+    .connection_lost = echo_lost,
+    .read_connection_lost = count_read_lost,
+    .write_connection_lost = echo_write_lost,
+    .free = echo_free,
+};
+
+/* stdout's reader going away with a half-closeable protocol: Twisted's
+ * StandardIO calls writeConnectionLost and goes on reading. */
+static void reader_gone_half_close(tw_reactor *r, bool write_first)
+{
+    int in[2], out[2];
+    cr_assert_eq(pipe2(in, O_CLOEXEC), 0);
+    cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
+    struct echo *e = echo_new(&counting_half_ops);
+    tw_stdio_options o = {.in_fd = in[0], .out_fd = out[1]};
+    tw_transport *t;
+    cr_assert_eq(tw_stdio_new(r, &e->base, &o, &t), 0);
+    close(out[0]);
+    if (write_first) {
+        /* The write finds the pipe broken before the reactor does: accepted,
+         * and the loss told from the reactor. */
+        cr_assert_eq(tw_transport_write(t, "x", 1), 0);
+        cr_assert_eq(e->write_lost, 0, "not from inside the write");
+        cr_assert_eq(tw_transport_write(t, "y", 1), TW_ENOTCONN);
+    }
+    for (int i = 0; i < 20 && !e->write_lost; i++)
+        tw_reactor_iterate(r, 0.01);
+    cr_assert_eq(e->write_lost, 1);
+    cr_assert_eq(e->lost, 0, "the connection is still up");
+    cr_assert_eq(tw_transport_write(t, "z", 1), TW_ENOTCONN);
+    cr_assert_eq(write(in[1], "more", 4), 4);
+    for (int i = 0; i < 20 && e->len < 4; i++)
+        tw_reactor_iterate(r, 0.01);
+    cr_assert_eq(e->len, 4, "still reading");
+    cr_assert_eq(e->lost, 0);
+    close(in[1]);
+    run_until_lost(r, e);
+    cr_assert_eq(e->read_lost, 1);
+    cr_assert_eq(e->write_lost, 1, "told once");
+    cr_assert_eq(e->lost_code, TW_ECONNDONE, "both halves closed");
+    close(in[0]);
+    close(out[1]);
+    tw_free(e);
+}
+
+TW_REACTOR_TEST(stdio, reader_of_stdout_going_away_is_a_half_close)
+{
+    reader_gone_half_close(r, false);
+}
+
+TW_REACTOR_TEST(stdio, write_to_a_gone_reader_is_a_half_close)
+{
+    reader_gone_half_close(r, true);
+}
+
+/* inetd: standard input and output are one socket. Its flags come back as
+ * they were, and lose_write_connection shuts the socket down for writing
+ * (the peer reads end of file) while reading goes on. */
+TW_REACTOR_TEST(stdio, one_socket_for_both_like_inetd)
+{
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    int a = dup(sv[0]), b = dup(sv[0]);
+    close(sv[0]);
+    int fl = fcntl(a, F_GETFL);
+    cr_assert_eq(fl & O_NONBLOCK, 0);
+    struct echo *e = echo_new(&counting_half_ops);
+    tw_stdio_options o = {.in_fd = a, .out_fd = b};
+    tw_transport *t;
+    cr_assert_eq(tw_stdio_new(r, &e->base, &o, &t), 0);
+    cr_assert(fcntl(a, F_GETFL) & O_NONBLOCK);
+    cr_assert_eq(write(sv[1], "hi", 2), 2);
+    for (int i = 0; i < 20 && e->len < 2; i++)
+        tw_reactor_iterate(r, 0.01);
+    cr_assert_eq(e->len, 2);
+    cr_assert_eq(tw_transport_write(t, "yo", 2), 0);
+    cr_assert_eq(tw_transport_lose_write_connection(t), 0);
+    for (int i = 0; i < 20 && !e->write_lost; i++)
+        tw_reactor_iterate(r, 0.01);
+    cr_assert_eq(e->write_lost, 1);
+    char buf[16];
+    cr_assert_eq(read(sv[1], buf, sizeof buf), 2);
+    cr_assert_eq(memcmp(buf, "yo", 2), 0);
+    cr_assert_eq(read(sv[1], buf, sizeof buf), 0, "end of file for the peer");
+    cr_assert_eq(write(sv[1], "more", 4), 4);
+    for (int i = 0; i < 20 && e->len < 6; i++)
+        tw_reactor_iterate(r, 0.01);
+    cr_assert_eq(e->len, 6, "still reading");
+    cr_assert_eq(shutdown(sv[1], SHUT_WR), 0);
+    run_until_lost(r, e);
+    cr_assert_eq(e->read_lost, 1);
+    cr_assert_eq(e->lost_code, TW_ECONNDONE);
+    cr_assert_eq(fcntl(a, F_GETFL), fl, "flags restored");
+    cr_assert_eq(fcntl(b, F_GETFL), fl);
+    struct stat st;
+    cr_assert_eq(fstat(b, &st), 0);
+    cr_assert(S_ISSOCK(st.st_mode), "the output is still the socket");
+    close(a);
+    close(b);
+    close(sv[1]);
+    tw_free(e);
+}
+
+/* lose_write_connection on a regular file or a terminal: the descriptor is
+ * left pointing where it did (there is no reader to give end of file to). */
+TW_REACTOR_TEST(stdio, half_close_leaves_a_file_or_terminal_in_place)
+{
+    char path[] = "/tmp/twine-stdio-half-XXXXXX";
+    int file = mkstemp(path);
+    cr_assert_geq(file, 0);
+    int master, slave;
+    cr_assert_eq(openpty(&master, &slave, NULL, NULL, NULL), 0);
+    int in[2];
+    cr_assert_eq(pipe2(in, O_CLOEXEC), 0);
+    int outs[] = {file, slave};
+    for (int k = 0; k < 2; k++) {
+        struct stat before, after;
+        cr_assert_eq(fstat(outs[k], &before), 0);
+        struct echo *e = echo_new(&counting_half_ops);
+        tw_stdio_options o = {.in_fd = in[0], .out_fd = outs[k]};
+        tw_transport *t;
+        cr_assert_eq(tw_stdio_new(r, &e->base, &o, &t), 0);
+        cr_assert_eq(tw_transport_write(t, "last\n", 5), 0);
+        cr_assert_eq(tw_transport_lose_write_connection(t), 0);
+        for (int i = 0; i < 20 && !e->write_lost; i++)
+            tw_reactor_iterate(r, 0.01);
+        cr_assert_eq(e->write_lost, 1);
+        cr_assert_eq(fstat(outs[k], &after), 0);
+        cr_assert_eq(after.st_ino, before.st_ino, "%s: still where it was", k ? "tty" : "file");
+        cr_assert_eq(after.st_rdev, before.st_rdev);
+        cr_assert_eq(tw_transport_lose_connection(t), 0);
+        run_until_lost(r, e);
+        cr_assert_eq(fstat(outs[k], &after), 0);
+        cr_assert_eq(after.st_ino, before.st_ino);
+        cr_assert_eq(after.st_rdev, before.st_rdev);
+        tw_free(e);
+    }
+    cr_assert_eq(lseek(file, 0, SEEK_CUR), 5);
+    cr_assert(isatty(slave));
+    close(file);
+    unlink(path);
+    close(master);
+    close(slave);
+    close(in[0]);
+    close(in[1]);
+}
+
+/* A pull producer on the stdio transport: asked for more each time what it
+ * wrote is gone, whatever stdout is (a regular file or /dev/null takes
+ * every write at once, so nothing is ever queued). */
+struct pull {
+    tw_producer base;
+    tw_transport *t;
+    int resumes, writes, stops, depth, max_depth;
+};
+
+static void pull_resume(tw_producer *p)
+{
+    struct pull *pl = (struct pull *)p;
+    pl->resumes++;
+    if (++pl->depth > pl->max_depth)
+        pl->max_depth = pl->depth;
+    if (pl->writes < 10) {
+        pl->writes++;
+        cr_assert_eq(tw_transport_write(pl->t, "chunk\n", 6), 0);
+    }
+    pl->depth--;
+}
+
+static void pull_stop(tw_producer *p)
+{
+    ((struct pull *)p)->stops++;
+}
+
+static const tw_producer_ops pull_ops = {NULL, pull_resume, pull_stop};
+
+static void pull_producer_to(tw_reactor *r, int out_fd, bool zerocopy)
+{
+    int in[2];
+    cr_assert_eq(pipe2(in, O_CLOEXEC), 0);
+    struct echo *e = echo_new(&echo_ops);
+    tw_stdio_options o = {.in_fd = in[0], .out_fd = out_fd};
+    tw_transport *t;
+    cr_assert_eq(tw_stdio_new(r, &e->base, &o, &t), 0);
+    struct pull pl = {.base = {&pull_ops}, .t = t};
+    if (zerocopy)
+        cr_assert_eq(tw_transport_write_zerocopy(t, "zc\n", 3, NULL, NULL), 0);
+    cr_assert_eq(tw_transport_register_producer(t, &pl.base, false), 0);
+    cr_assert_eq(pl.resumes, 1);
+    for (int i = 0; i < 40 && pl.resumes < 11; i++)
+        tw_reactor_iterate(r, 0.01);
+    cr_assert_eq(pl.writes, 10);
+    cr_assert_eq(pl.resumes, 11, "asked again after each write: %d", pl.resumes);
+    cr_assert_eq(pl.max_depth, 1, "never from inside its own write");
+    for (int i = 0; i < 5; i++)
+        tw_reactor_iterate(r, 0.01);
+    cr_assert_eq(pl.resumes, 11, "not asked again without a write");
+    cr_assert_eq(tw_transport_lose_connection(t), 0);
+    run_until_lost(r, e);
+    cr_assert_eq(e->lost_code, TW_ECONNDONE);
+    cr_assert_eq(pl.stops, 1);
+    close(in[0]);
+    close(in[1]);
+    tw_free(e);
+}
+
+TW_REACTOR_TEST(stdio, pull_producer_writing_to_a_file)
+{
+    char path[] = "/tmp/twine-stdio-pull-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    pull_producer_to(r, fd, false);
+    cr_assert_eq(lseek(fd, 0, SEEK_CUR), 60, "every chunk written");
+    close(fd);
+    unlink(path);
+}
+
+TW_REACTOR_TEST(stdio, pull_producer_writing_to_dev_null)
+{
+    int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    cr_assert_geq(fd, 0);
+    pull_producer_to(r, fd, true);
+    close(fd);
+}
+
+TW_REACTOR_TEST(stdio, pull_producer_writing_to_a_pipe)
+{
+    int out[2];
+    cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
+    pull_producer_to(r, out[1], false);
+    char buf[128];
+    fcntl(out[0], F_SETFL, O_NONBLOCK);
+    cr_assert_eq(drain(out[0], buf, sizeof buf), 60);
+    close(out[0]);
+    close(out[1]);
+}
+
 /* ---- The stdio: endpoint */
 
 TW_TEST(stdio_endpoint, parses)
@@ -420,6 +668,17 @@ static tw_result take_port(tw_result res, void *arg)
     return tw_result_ok(NULL, NULL);
 }
 
+static void echo_back(tw_protocol *p, const char *data, size_t len)
+{
+    echo_data(p, data, len);
+    tw_transport_write(p->transport, data, len);
+}
+
+static const tw_protocol_ops echo_back_ops = {
+    .data_received = echo_back,
+    .free = echo_free,
+};
+
 TW_REACTOR_TEST(stdio_endpoint, listen_connects_stdin_and_stdout)
 {
     /* This test runs in a process of its own: its 0 and 1 become pipes. */
@@ -429,7 +688,7 @@ TW_REACTOR_TEST(stdio_endpoint, listen_connects_stdin_and_stdout)
     cr_assert_eq(dup2(in[0], 0), 0);
     cr_assert_eq(dup2(out[1], 1), 1);
     tw_factory factory;
-    tw_factory_init(&factory, NULL, &echo_ops, sizeof(struct echo), NULL);
+    tw_factory_init(&factory, NULL, &echo_back_ops, sizeof(struct echo), NULL);
     tw_endpoint *ep;
     cr_assert_eq(tw_endpoint_server_from_string(r, "stdio:", &ep, NULL), 0);
     tw_listening_port *port = NULL;
@@ -442,8 +701,17 @@ TW_REACTOR_TEST(stdio_endpoint, listen_connects_stdin_and_stdout)
     cr_assert_eq(tw_listening_port_get_host(port, &a), 0);
     cr_assert_str_eq(tw_address_format(&a, buf, sizeof buf), "pipe");
     cr_assert_eq(write(in[1], "abc", 3), 3);
-    for (int i = 0; i < 5; i++)
+    /* The protocol the factory built echoes: "abc" came in through fd 0 and
+     * goes out through fd 1. */
+    char got[8];
+    size_t n = 0;
+    fcntl(out[0], F_SETFL, O_NONBLOCK);
+    for (int i = 0; i < 50 && n < 3; i++) {
         tw_reactor_iterate(r, 0.01);
+        n += drain(out[0], got + n, sizeof got - n);
+    }
+    cr_assert_eq(n, 3, "read %zu bytes back", n);
+    cr_assert_eq(memcmp(got, "abc", 3), 0);
     tw_deferred_unref(tw_listening_port_stop(port));
     tw_reactor_state st;
     for (int i = 0; i < 20; i++) {

@@ -319,3 +319,126 @@ TW_TEST(dqueue, allocation_failure_is_clean)
         tw_dqueue_free(q);
     }
 }
+
+/* run: a consumer's step. fn gets each value (queued or put later), its
+ * result (a deferred too) is the run's; failures put skip fn; cancelling a
+ * waiting run leaves the line; out of memory takes nothing. */
+static int run_calls;
+
+static tw_result double_it(tw_result r, void *arg)
+{
+    (void)arg;
+    run_calls++;
+    int v = *(int *)r.value;
+    tw_result_release(&r);
+    return tw_result_from_int(2 * v);
+}
+
+static tw_deferred *later_d;
+
+static tw_result answer_later(tw_result r, void *arg)
+{
+    (void)arg;
+    run_calls++;
+    tw_result_release(&r);
+    later_d = tw_deferred_new(NULL, NULL);
+    return tw_result_deferred(tw_deferred_ref(later_d));
+}
+
+static tw_result int_of(tw_result r, void *arg)
+{
+    struct got *g = arg;
+    g->fired++;
+    g->code = r.failure ? tw_failure_code(r.failure) : 0;
+    g->value = r.failure ? -1 : (int)tw_result_int(r);
+    tw_result_release(&r);
+    return tw_result_borrowed(NULL);
+}
+
+TW_TEST(dqueue, run_hands_each_value_to_fn)
+{
+    tw_dqueue *q = queue_new(TW_DQUEUE_UNLIMITED, 1);
+    run_calls = 0;
+    cr_assert_eq(tw_dqueue_put(q, tracked(4)), 0);
+    struct got a = {0}, b = {0}, c = {0}, f = {0};
+    tw_deferred *d = tw_dqueue_run(q, double_it, NULL); /* a value is there */
+    tw_deferred_add_both(d, int_of, &a);
+    tw_deferred_unref(d);
+    cr_assert_eq(a.fired, 1);
+    cr_assert_eq(a.value, 8);
+
+    d = tw_dqueue_run(q, double_it, NULL); /* waits for the put */
+    tw_deferred_add_both(d, int_of, &b);
+    cr_assert_eq(b.fired, 0);
+    tw_deferred *over = tw_dqueue_run(q, double_it, NULL); /* backlog 1: refused */
+    tw_deferred_add_both(over, int_of, &f);
+    tw_deferred_unref(over);
+    cr_assert_eq(f.code, TW_ELIMIT);
+    cr_assert_eq(tw_dqueue_put(q, tracked(5)), 0);
+    cr_assert_eq(b.value, 10);
+    tw_deferred_unref(d);
+
+    /* A failure put skips fn. */
+    d = tw_dqueue_run(q, double_it, NULL);
+    tw_deferred_add_both(d, int_of, &c);
+    cr_assert_eq(tw_dqueue_put(q, tw_result_fail(tw_failure_new(TW_EPIPE, NULL, "bad item"))), 0);
+    cr_assert_eq(c.code, TW_EPIPE);
+    tw_deferred_unref(d);
+    cr_assert_eq(run_calls, 2);
+    tw_dqueue_free(q);
+}
+
+TW_TEST(dqueue, run_waits_for_fns_deferred_and_cancels_it)
+{
+    tw_dqueue *q = queue_new(TW_DQUEUE_UNLIMITED, TW_DQUEUE_UNLIMITED);
+    run_calls = 0;
+    struct got g = {0}, w = {0};
+    cr_assert_eq(tw_dqueue_put(q, tracked(1)), 0);
+    tw_deferred *d = tw_dqueue_run(q, answer_later, NULL);
+    tw_deferred_add_both(d, int_of, &g);
+    cr_assert_eq(run_calls, 1);
+    cr_assert_eq(g.fired, 0, "waits for fn's deferred");
+    tw_deferred_cancel(d);
+    cr_assert_eq(g.code, TW_ECANCELED, "cancelling the run cancels fn's deferred");
+    cr_assert(tw_deferred_called(later_d));
+    tw_deferred_unref(later_d);
+    tw_deferred_unref(d);
+
+    /* Cancelled while waiting for a value: out of the line, fn never runs,
+     * and the next value goes to the queue. */
+    d = tw_dqueue_run(q, double_it, NULL);
+    tw_deferred_add_both(d, int_of, &w);
+    cr_assert_eq(tw_dqueue_waiting(q), 1);
+    tw_deferred_cancel(d);
+    tw_deferred_unref(d);
+    cr_assert_eq(w.code, TW_ECANCELED);
+    cr_assert_eq(tw_dqueue_waiting(q), 0);
+    cr_assert_eq(tw_dqueue_put(q, tracked(3)), 0);
+    cr_assert_eq(tw_dqueue_pending(q), 1);
+    cr_assert_eq(run_calls, 1);
+    tw_dqueue_free(q);
+}
+
+TW_TEST(dqueue, run_out_of_memory_takes_nothing)
+{
+    for (long n = 0;; n++) {
+        tw_dqueue *q = queue_new(TW_DQUEUE_UNLIMITED, TW_DQUEUE_UNLIMITED);
+        cr_assert_eq(tw_dqueue_put(q, tracked(6)), 0);
+        run_calls = 0;
+        tw_testing_fail_alloc_after(n);
+        tw_deferred *d = tw_dqueue_run(q, double_it, NULL);
+        tw_testing_fail_alloc_off();
+        if (!d) {
+            cr_assert_eq(run_calls, 0);
+            cr_assert_eq(tw_dqueue_pending(q), 1, "the value stays queued");
+            tw_dqueue_free(q);
+            continue;
+        }
+        struct got g = {0};
+        tw_deferred_add_both(d, int_of, &g);
+        tw_deferred_unref(d);
+        cr_assert_eq(g.value, 12);
+        tw_dqueue_free(q);
+        break;
+    }
+}
