@@ -15,15 +15,23 @@
  * reserve is gone (another thread took the slot), the port stops reading for
  * RETRY_DELAY and tries again, rather than spin.
  *
- * Completions (a reactor whose backend has them, completion.h): one
- * multishot accept stays armed instead of a reader, and each completion
- * hands over one connection; the port's memory lives until that request's
- * last completion, however it is stopped. */
+ * io_uring (a reactor with completions, completion.h): the port watches an
+ * epoll fd of its own that holds the listening socket, not the socket
+ * itself. Any io_uring request on the socket — a multishot accept, a poll —
+ * holds a reference to it, and when the process dies the kernel drops that
+ * reference only when it tears the ring down, asynchronously, milliseconds
+ * later: meanwhile the dead server's port still completes handshakes, and a
+ * load balancer that fails over on a refused connect (haproxy's redispatch)
+ * sends clients to a socket that then resets them. An epoll registration
+ * holds no reference, so the port closes with the process, as with epoll.
+ * (Multishot accept was tried and measured first; accepting is not what the
+ * completion path speeds up.) */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -57,9 +65,7 @@ struct stream_port {
     bool accepting;       /* inside the accept loop */
     bool free_asked;      /* stopped from inside the accept loop: free after it */
     bool shortage_logged; /* the descriptor shortage was logged */
-    bool cq;              /* accepting through completions */
-    bool accept_on;       /* a multishot accept is in flight */
-    struct tw__cq_target target;
+    int lfd;              /* the listening socket (io.fd is the epoll fd's under io_uring) */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path) + sizeof LOCK_SUFFIX];
 };
 
@@ -133,18 +139,13 @@ static void port_close(struct stream_port *p)
     if (p->closed)
         return;
     p->closed = true;
-    if (p->cq) {
-        tw__reactor_count_io(p->r, -1, 0);
-        /* Now: the request holds the socket open. */
-        if (p->accept_on)
-            tw__reactor_cq(p->r)->cancel(p->r, &p->target, 1, true);
-    } else {
-        tw_reactor_remove_reader(p->r, &p->io);
-    }
+    tw_reactor_remove_reader(p->r, &p->io);
     tw_timer_stop(&p->retry);
     tw_reactor_remove_handle(p->r, &p->handle);
-    close(p->io.fd);
-    p->io.fd = -1;
+    if (p->io.fd != p->lfd)
+        close(p->io.fd);
+    close(p->lfd);
+    p->io.fd = p->lfd = -1;
     remove_files(p);
     char buf[TW_ADDRESS_STRLEN];
     tw_log_debug(LOG_NS, "stopped listening on %s", tw_address_format(&p->host, buf, sizeof buf));
@@ -167,7 +168,7 @@ static void port_stop(tw_listening_port *base)
 {
     struct stream_port *p = (struct stream_port *)base;
     port_close(p);
-    if (p->accepting || p->accept_on)
+    if (p->accepting)
         p->free_asked = true;
     else
         tw_free(p);
@@ -180,26 +181,16 @@ static const struct tw__port_ops stream_port_ops = {
 
 /* ---- Accepting */
 
-static int accept_arm(struct stream_port *p)
-{
-    if (p->accept_on || p->closed)
-        return 0;
-    int rc = tw__reactor_cq(p->r)->accept(p->r, &p->target, 1, p->io.fd);
-    if (rc == 0)
-        p->accept_on = true;
-    return rc;
-}
-
 static void pause_for_retry(struct stream_port *p)
 {
-    if (tw_timer_start(&p->retry, RETRY_DELAY) == 0 && !p->cq)
+    if (tw_timer_start(&p->retry, RETRY_DELAY) == 0)
         tw_reactor_remove_reader(p->r, &p->io);
 }
 
 static void retry_fired(tw_timer *t)
 {
     struct stream_port *p = container_of(t, struct stream_port, retry);
-    if ((p->cq ? accept_arm(p) : tw_reactor_add_reader(p->r, &p->io)) < 0)
+    if (tw_reactor_add_reader(p->r, &p->io) < 0)
         pause_for_retry(p);
 }
 
@@ -215,7 +206,7 @@ static void shortage(struct stream_port *p, int err)
             tw_log_warn(LOG_NS, "accept on %s: %s; retrying",
                         tw_address_format(&p->host, buf, sizeof buf), tw_strerror(-err));
     }
-    if ((err != EMFILE && err != ENFILE) || shed(p->io.fd) <= 0)
+    if ((err != EMFILE && err != ENFILE) || shed(p->lfd) <= 0)
         pause_for_retry(p);
 }
 
@@ -247,7 +238,7 @@ static void port_readable(tw_io *io, unsigned events)
     for (int i = 0; i < ACCEPT_BATCH && !p->closed; i++) {
         tw_address peer;
         peer.len = sizeof peer.u;
-        int fd = accept4(p->io.fd, &peer.u.sa, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(p->lfd, &peer.u.sa, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             int err = errno;
             if (err == EAGAIN || err == EWOULDBLOCK)
@@ -266,47 +257,6 @@ static void port_readable(tw_io *io, unsigned events)
     p->accepting = false;
     if (p->free_asked)
         tw_free(p);
-}
-
-/* A completion of the multishot accept: a connection, or why it ended. */
-static void port_accepted(struct tw__cq_target *t, unsigned op, int res, unsigned flags,
-                          const char *data)
-{
-    struct stream_port *p = container_of(t, struct stream_port, target);
-    bool last = !(flags & TW__CQ_MORE);
-    if (last)
-        p->accept_on = false;
-    bool dying = flags & TW__CQ_DYING;
-    if (dying) {
-        if (res >= 0)
-            close(res);
-    } else if (res >= 0) {
-        if (p->closed) {
-            close(res);
-        } else {
-            tw_address peer;
-            peer.len = sizeof peer.u;
-            if (getpeername(res, &peer.u.sa, &peer.len) < 0)
-                peer.len = 0;
-            p->accepting = true;
-            accept_one(p, res, &peer);
-            p->accepting = false;
-        }
-    } else if (!p->closed && res != -ECANCELED) {
-        int err = -res;
-        if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-            shortage(p, err);
-            if (tw_timer_active(&p->retry))
-                return;
-        }
-        /* Other errors belong to one connection (see port_readable). */
-    }
-    if (last && p->free_asked && !p->accepting) {
-        tw_free(p);
-        return;
-    }
-    if (last && !p->closed && !dying && !tw_timer_active(&p->retry) && accept_arm(p) < 0)
-        pause_for_retry(p);
 }
 
 /* ---- Opening */
@@ -381,21 +331,28 @@ static int port_start(tw_reactor *r, int fd, tw_factory *factory, struct stream_
     p->host.len = sizeof p->host.u;
     if (getsockname(fd, &p->host.u.sa, &p->host.len) < 0)
         return -errno;
-    tw_io_init(&p->io, fd, port_readable, p);
-    int rc = TW_ENOTSUP;
+    int watched = fd;
     if (tw__reactor_cq(r)) {
-        p->cq = true;
-        p->target.complete = port_accepted;
-        rc = accept_arm(p);
-        if (rc == 0)
-            tw__reactor_count_io(r, 1, 0);
-        else
-            p->cq = false;
+        /* See the top of the file. */
+        watched = epoll_create1(EPOLL_CLOEXEC);
+        struct epoll_event ev = {.events = EPOLLIN};
+        if (watched < 0)
+            return -errno;
+        if (epoll_ctl(watched, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            int rc = -errno;
+            close(watched);
+            return rc;
+        }
     }
-    if (rc < 0)
-        rc = tw_reactor_add_reader(r, &p->io);
-    if (rc < 0)
+    tw_io_init(&p->io, watched, port_readable, p);
+    p->lfd = fd;
+    int rc = tw_reactor_add_reader(r, &p->io);
+    if (rc < 0) {
+        if (watched != fd)
+            close(watched);
+        p->io.fd = p->lfd = -1;
         return rc;
+    }
     tw_reactor_add_handle(r, &p->handle, port_handle_close);
     reserve_ensure();
     char buf[TW_ADDRESS_STRLEN];
@@ -414,7 +371,7 @@ static struct stream_port *port_new(tw_reactor *r, tw_factory *factory)
     p->r = r;
     p->factory = factory;
     p->lock_fd = -1;
-    p->io.fd = -1;
+    p->io.fd = p->lfd = -1;
     tw_timer_init(&p->retry, tw_reactor_clock(r), retry_fired);
     return p;
 }

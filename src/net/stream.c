@@ -1093,19 +1093,32 @@ static void stash(struct tw__stream *s, const char *data, size_t len, int end)
     s->flags |= F_STASHED;
 }
 
+/* Hands the stash over as reading would: at most TW_NET_READ_SIZE bytes a
+ * call, stopping if the protocol pauses again (the rest waits). */
 static void deliver_stash(struct tw__stream *s)
 {
     struct stream_extra *x = X(s);
-    char *data = x->stash;
-    size_t len = x->stash_len;
+    size_t off = 0;
+    while (off < x->stash_len && !(s->flags & (F_CLOSING | F_READ_CLOSED | F_PAUSED))) {
+        size_t n = x->stash_len - off;
+        if (n > TW_NET_READ_SIZE)
+            n = TW_NET_READ_SIZE;
+        tw_protocol_data_received(s->base.protocol, x->stash + off, n);
+        off += n;
+    }
+    if (s->flags & (F_CLOSING | F_READ_CLOSED))
+        off = x->stash_len; /* goes nowhere */
+    if (off < x->stash_len) {
+        memmove(x->stash, x->stash + off, x->stash_len - off);
+        x->stash_len -= off;
+        return; /* paused again: the rest, and any end, wait for the resume */
+    }
     int end = x->stash_end;
+    tw_free(x->stash);
     x->stash = NULL;
     x->stash_len = 0;
     x->stash_end = 0;
     s->flags &= ~(uint32_t)F_STASHED;
-    if (len > 0 && !(s->flags & (F_CLOSING | F_READ_CLOSED)))
-        tw_protocol_data_received(s->base.protocol, data, len);
-    tw_free(data);
     if (s->flags & (F_CLOSING | F_READ_CLOSED))
         return;
     if (end == 1)
