@@ -25,10 +25,16 @@
  *
  * Completions (what transports use when present, completion.h): multishot
  * receives into one buffer ring shared by every connection of the reactor,
- * sends from the write queue, multishot accepts, connects, no-ops (a wakeup
- * on the next iteration) and closes. user_data is the target's address with
- * the operation in its low three bits; the backend's own requests have bit 63
- * set (polls) or are 0 (cancellations and closes whose results nobody needs).
+ * sends (from the connection's send slot or write queue, batched: one
+ * io_uring_enter per iteration carries them all), connects, no-ops (a
+ * wakeup on the next iteration), cancels and closes; a multishot accept too,
+ * which listening ports do not use (src/net/listen.c says why). The shared
+ * buffers start few and double when receives run short; where the kernel
+ * consumes them incrementally (6.12+) a 64-byte message costs 64 bytes of a
+ * buffer, not a buffer. Sends of 4 MiB and more to peers off loopback go
+ * zero copy (SEND_ZC), where bench/sendzc.c found it no worse. user_data is the target's address
+ * with the operation in its low three bits; the backend's own requests have bit 63 set (polls) or
+ * are 0 (cancellations and closes whose results nobody needs).
  *
  * Lifetime: the backend holds no reference to a target; each owner keeps
  * itself alive while it has requests in flight and cancels them when it goes
