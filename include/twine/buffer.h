@@ -75,6 +75,15 @@ void tw_wqueue_free(tw_wqueue *q);
  * is all or nothing). */
 int tw_wqueue_append(tw_wqueue *q, const void *data, size_t len);
 
+/* Queues a copy of the bytes of iov[0..iovcnt) that come after the first
+ * `skip` of them: what a transport queues after a write that took only
+ * `skip` bytes. Entries are appended one by one, so on failure the queue
+ * holds the ones before the failing entry: *appended (may be NULL) says how
+ * many bytes were queued, then and on success. Returns 0, or TW_EINVAL /
+ * TW_ENOMEM as append. */
+int tw_wqueue_append_iov(tw_wqueue *q, const struct iovec *iov, int iovcnt, size_t skip,
+                         size_t *appended);
+
 /* Queues data[0..len) itself, without copying: the caller keeps it alive and
  * unchanged until release(arg) is called. release (may be NULL) is called
  * exactly once: from tw_wqueue_consume once the bytes consumed reach the end

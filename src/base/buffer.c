@@ -228,6 +228,27 @@ static void link_block(tw_wqueue *q, struct tw__wblock *b)
     q->tail = b;
 }
 
+int tw_wqueue_append_iov(tw_wqueue *q, const struct iovec *iov, int iovcnt, size_t skip,
+                         size_t *appended)
+{
+    size_t put = 0;
+    int rc = 0;
+    for (int i = 0; i < iovcnt && rc == 0; i++) {
+        size_t l = iov[i].iov_len;
+        if (skip >= l) {
+            skip -= l;
+            continue;
+        }
+        rc = tw_wqueue_append(q, (const char *)iov[i].iov_base + skip, l - skip);
+        if (rc == 0)
+            put += l - skip;
+        skip = 0;
+    }
+    if (appended)
+        *appended = put;
+    return rc;
+}
+
 int tw_wqueue_append(tw_wqueue *q, const void *data, size_t len)
 {
     /* The steady path: a small write that fits the open record. */

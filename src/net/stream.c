@@ -729,19 +729,10 @@ static int stream_write_iov(tw_transport *t, const struct iovec *iov, int iovcnt
         if (done == total)
             return 0;
     }
-    size_t skip = done, put = done;
-    for (int i = 0; i < iovcnt; i++) {
-        size_t l = iov[i].iov_len;
-        if (skip >= l) {
-            skip -= l;
-            continue;
-        }
-        int rc = tw_wqueue_append(&s->queue, (const char *)iov[i].iov_base + skip, l - skip);
-        if (rc < 0)
-            return queue_failed(s, put, rc);
-        put += l - skip;
-        skip = 0;
-    }
+    size_t put = 0;
+    int rc = tw_wqueue_append_iov(&s->queue, iov, iovcnt, done, &put);
+    if (rc < 0)
+        return queue_failed(s, done + put, rc);
     return queued(s);
 }
 

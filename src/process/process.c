@@ -656,21 +656,12 @@ static int pipe_write_iov(tw_process *p, struct pipe_end *pe, const struct iovec
         if (done == total)
             return 0;
     }
-    size_t skip = done, put = done;
-    for (int i = 0; i < iovcnt; i++) {
-        size_t l = iov[i].iov_len;
-        if (skip >= l) {
-            skip -= l;
-            continue;
-        }
-        int rc = tw_wqueue_append(&pe->queue, (const char *)iov[i].iov_base + skip, l - skip);
-        if (rc < 0) {
-            if (put > 0)
-                pipe_lost_later(p, pe); /* a hole in the byte stream */
-            return rc;
-        }
-        put += l - skip;
-        skip = 0;
+    size_t put = 0;
+    int rc = tw_wqueue_append_iov(&pe->queue, iov, iovcnt, done, &put);
+    if (rc < 0) {
+        if (done + put > 0)
+            pipe_lost_later(p, pe); /* a hole in the byte stream */
+        return rc;
     }
     return queued(p, pe);
 }

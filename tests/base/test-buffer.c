@@ -808,3 +808,44 @@ TW_TEST(rbuf, append_fails_cleanly_without_memory)
     }
     cr_assert_eq(failures, 1);
 }
+
+/* append_iov: the bytes after `skip`, at every skip; a failing entry leaves
+ * the entries before it queued and says how many bytes they were. */
+TW_TEST(wqueue, append_iov_queues_what_follows_skip)
+{
+    static unsigned char a[10], b[40000], c[7], all[40017];
+    pattern(a, sizeof a, 1);
+    pattern(b, sizeof b, 2);
+    pattern(c, sizeof c, 3);
+    memcpy(all, a, 10);
+    memcpy(all + 10, b, sizeof b);
+    memcpy(all + 10 + sizeof b, c, 7);
+    struct iovec iov[4] = {{a, 10}, {NULL, 0}, {b, sizeof b}, {c, 7}};
+    size_t skips[] = {0, 1, 9, 10, 11, 40009, 40010, 40011, 40016, 40017};
+    for (size_t k = 0; k < sizeof skips / sizeof *skips; k++) {
+        tw_wqueue q;
+        tw_wqueue_init(&q);
+        size_t put = 12345;
+        cr_assert_eq(tw_wqueue_append_iov(&q, iov, 4, skips[k], &put), 0);
+        cr_assert_eq(put, sizeof all - skips[k]);
+        assert_queue_holds(&q, all + skips[k], sizeof all - skips[k]);
+        tw_wqueue_clear(&q);
+    }
+    for (long n = 0;; n++) {
+        tw_wqueue q;
+        tw_wqueue_init(&q);
+        size_t put = 12345;
+        tw_testing_fail_alloc_after(n);
+        int rc = tw_wqueue_append_iov(&q, iov, 4, 5, &put);
+        tw_testing_fail_alloc_off();
+        if (rc == 0) {
+            assert_queue_holds(&q, all + 5, sizeof all - 5);
+            tw_wqueue_clear(&q);
+            break;
+        }
+        cr_assert_eq(rc, TW_ENOMEM);
+        cr_assert(put == 0 || put == 5, "whole entries only: %zu", put);
+        assert_queue_holds(&q, all + 5, put);
+        tw_wqueue_clear(&q);
+    }
+}
