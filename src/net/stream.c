@@ -83,6 +83,7 @@ enum {
     F_SEND_SLOT = 1u << 17,       /* the send in flight is the slot's */
     F_ZC_KNOWN = 1u << 18,        /* whether zero copy may pay is known: */
     F_ZC_OK = 1u << 19,           /* ... the peer is not on loopback */
+    F_ZC_NEVER = 1u << 20,        /* the kernel could not pin pages for one: copy */
 };
 
 /* Completion ops (the target's op numbers). */
@@ -118,7 +119,7 @@ struct stream_extra {
     char *stash;
     size_t stash_len;
     int stash_end; /* 0; 1: end of file; < 0: an error */
-    size_t zc_sent;
+    int zc_res;    /* the zero-copy send's result, until its notification */
 };
 
 static struct tw__stream *S(const tw_transport *t)
@@ -535,6 +536,18 @@ static ssize_t send_iov(struct tw__stream *s, struct iovec *iov, int cnt, size_t
  * per-wakeup bound reached. Returns 0 or -errno. */
 static int write_out(struct tw__stream *s)
 {
+    size_t slot = slot_pending(s); /* completion mode: the slot's bytes go first */
+    if (slot > 0 && !(s->flags & (F_LOST | F_LOST_PENDING | F_SEND_ON))) {
+        struct iovec iov = {.iov_base = slot_mem(s->cq.slot) + s->cq.slot_off, .iov_len = slot};
+        size_t offered;
+        ssize_t n = send_iov(s, &iov, 1, &offered);
+        if (n < 0)
+            return (int)n;
+        s->cq.slot_off += (uint32_t)n;
+        if ((size_t)n < slot)
+            return 0;
+        slot_drop(s);
+    }
     for (int round = 0; round < WRITES_PER_WAKEUP; round++) {
         if (tw_wqueue_is_empty(&s->queue) || (s->flags & (F_LOST | F_LOST_PENDING)))
             return 0;
@@ -980,8 +993,8 @@ static int cq_send(struct tw__stream *s)
      * peer on loopback, where the kernel copies the bytes for the receiver
      * anyway (bench/sendzc.c: half the throughput). It needs the extra block,
      * to remember what the send took until its notification. */
-    bool zc = total >= cq->zerocopy_min && (cq->zerocopy_loopback || zc_may_pay(s)) &&
-              extra_get(s) != NULL;
+    bool zc = total >= cq->zerocopy_min && !(s->flags & F_ZC_NEVER) &&
+              (cq->zerocopy_loopback || zc_may_pay(s)) && extra_get(s) != NULL;
     tw_transport_ref(&s->base);
     int rc = cq->send(s->base.reactor, &s->cq.target, OP_SEND, s->io.fd, iov, cnt, zc);
     return cq_request(s, F_SEND_ON | (zc ? F_SEND_ZC : 0), rc);
@@ -1024,11 +1037,18 @@ static void cq_flush(struct tw__stream *s)
 static void cq_sent(struct tw__stream *s, int res, unsigned flags)
 {
     if (flags & TW__CQ_MORE) {
-        X(s)->zc_sent = res > 0 ? (size_t)res : 0; /* the notification follows */
+        X(s)->zc_res = res; /* the notification follows */
         return;
     }
-    if ((s->flags & F_SEND_ZC) && (flags & TW__CQ_NOTIF))
-        res = (int)X(s)->zc_sent;
+    if ((s->flags & F_SEND_ZC) && (flags & TW__CQ_NOTIF)) {
+        res = X(s)->zc_res;
+        if (res == -ENOMEM || res == -ENOBUFS) {
+            /* Pinning the pages failed (RLIMIT_MEMLOCK, memory): the same
+             * bytes go again, copied, and so does every later send. */
+            s->flags |= F_ZC_NEVER;
+            res = 0;
+        }
+    }
     bool from_slot = s->flags & F_SEND_SLOT;
     s->flags &= ~(uint32_t)(F_SEND_ON | F_SEND_ZC | F_SEND_SLOT);
     if (s->flags & (F_LOST | F_LOST_PENDING)) {
@@ -1147,14 +1167,29 @@ static void cq_complete(struct tw__cq_target *t, unsigned op, int res, unsigned 
     bool last = !(flags & TW__CQ_MORE);
     if (flags & TW__CQ_DYING) {
         /* The reactor is being freed: only let go. */
-        if (op == OP_RECV)
+        switch (op) {
+        case OP_RECV:
             s->flags &= ~(uint32_t)(F_RECV_ON | F_RECV_CANCELLING);
-        else if (op == OP_SEND)
-            s->flags &= ~(uint32_t)(F_SEND_ON | F_SEND_ZC);
-        else if (op == OP_NOP)
+            break;
+        case OP_SEND:
+            if (!last)
+                break; /* a zero-copy send's notification is still to come */
+            s->flags &= ~(uint32_t)(F_SEND_ON | F_SEND_ZC | F_SEND_SLOT);
+            if (s->flags & F_LOST) {
+                /* The clear finish() put off while the kernel had the
+                 * bytes: zero-copy writes hear their release. */
+                tw_wqueue_clear(&s->queue);
+                drop_batches(s);
+                slot_drop(s);
+            }
+            break;
+        case OP_NOP:
             s->flags &= ~(uint32_t)F_NOP_ON;
-        else
+            break;
+        default:
             s->flags &= ~(uint32_t)F_FLUSH_QUEUED;
+            break;
+        }
         if (last)
             tw_transport_unref(&s->base);
         return;
@@ -1442,6 +1477,7 @@ static int stream_set_write_buffer_limits(tw_transport *t, size_t high, size_t l
 static void stream_destroy(tw_transport *t)
 {
     struct tw__stream *s = S(t);
+    tw_wqueue_clear(&s->queue); /* empty unless a reactor was freed under it */
     drop_batches(s);
     slot_drop(s);
     if (X(s))

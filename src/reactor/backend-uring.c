@@ -221,13 +221,21 @@ static int ring_init(struct io_uring *ring)
         IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL,
         0,
     };
+    /* Rings that fit a small RLIMIT_MEMLOCK (64 KiB is a common default for
+     * users, and the kernel refuses bigger rings with ENOMEM). */
+    static const unsigned sizes[][2] = {{SQ_ENTRIES, CQ_ENTRIES},
+                                        {SQ_ENTRIES / 4, CQ_ENTRIES / 16}};
     int rc = -EINVAL;
-    for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
-        memset(&p, 0, sizeof p);
-        p.flags = tries[i] | IORING_SETUP_CQSIZE;
-        p.cq_entries = CQ_ENTRIES;
-        rc = io_uring_queue_init_params(SQ_ENTRIES, ring, &p);
-        if (rc != -EINVAL)
+    for (size_t z = 0; z < sizeof sizes / sizeof sizes[0]; z++) {
+        for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
+            memset(&p, 0, sizeof p);
+            p.flags = tries[i] | IORING_SETUP_CQSIZE;
+            p.cq_entries = sizes[z][1];
+            rc = io_uring_queue_init_params(sizes[z][0], ring, &p);
+            if (rc != -EINVAL)
+                break;
+        }
+        if (rc != -ENOMEM)
             break;
     }
     if (rc == 0 && !(p.features & IORING_FEAT_EXT_ARG)) {
@@ -253,7 +261,7 @@ static int ur_init(tw_reactor *r)
     if (rc < 0) {
         tw_free(s);
         if (rc == -ENOMEM)
-            return TW_ENOMEM;
+            return unavailable("no memory for the rings: RLIMIT_MEMLOCK too small?", rc);
         if (rc == -ENOSYS)
             return unavailable("the kernel lacks io_uring or IORING_FEAT_EXT_ARG", rc);
         if (rc == -EPERM)
@@ -385,6 +393,7 @@ static unsigned poll_mask(unsigned events)
 /* Makes the request in flight for each dirty fd match its watcher. */
 static void reconcile(tw_reactor *r, struct uring_state *s)
 {
+    size_t kept = 0; /* fds whose request could not be made: tried again next time */
     for (size_t i = 0; i < s->ndirty; i++) {
         int fd = s->dirty[i];
         struct pslot *sl = &s->slots[fd];
@@ -393,16 +402,22 @@ static void reconcile(tw_reactor *r, struct uring_state *s)
         unsigned want = io ? io->backend : 0;
         if (sl->armed && (!io || io->seq != sl->seq || sl->armed != want)) {
             struct io_uring_sqe *sqe = get_sqe(s);
-            if (!sqe)
-                continue; /* cannot happen after a submit; retried when dirty again */
+            if (!sqe) {
+                sl->dirty = 1;
+                s->dirty[kept++] = fd;
+                continue;
+            }
             io_uring_prep_poll_remove(sqe, poll_tag(fd, sl->gen));
             io_uring_sqe_set_data64(sqe, UD_IGNORE);
             sl->armed = 0;
         }
         if (want && !sl->armed) {
             struct io_uring_sqe *sqe = get_sqe(s);
-            if (!sqe)
+            if (!sqe) {
+                sl->dirty = 1;
+                s->dirty[kept++] = fd;
                 continue;
+            }
             sl->gen = ++s->gen;
             sl->seq = io->seq;
             sl->armed = (uint8_t)want;
@@ -410,7 +425,7 @@ static void reconcile(tw_reactor *r, struct uring_state *s)
             io_uring_sqe_set_data64(sqe, poll_tag(fd, sl->gen));
         }
     }
-    s->ndirty = 0;
+    s->ndirty = kept;
 }
 
 /* A poll request completed: it is spent (one-shot), so the fd is re-armed on
@@ -688,7 +703,9 @@ static void run_flushes(struct uring_state *s)
             struct tw__cq_target *t = list;
             list = t->next;
             t->next = NULL;
-            t->complete(t, TW__CQ_FLUSH, 0, 0, NULL);
+            /* At free, the owner only lets go (completion.h): no send, no
+             * loss reported from inside tw_reactor_free. */
+            t->complete(t, TW__CQ_FLUSH, 0, s->dying ? TW__CQ_DYING : 0u, NULL);
         }
     }
 }
@@ -792,6 +809,7 @@ static void drain(tw_reactor *r, struct uring_state *s)
                 target_done(r, s, data, res, flags);
         }
     }
+    run_flushes(s); /* any asked for while letting go */
     if (s->inflight > 0)
         tw_log_warn(NS, "io_uring: %zu request(s) still in flight at reactor free", s->inflight);
 }

@@ -8,7 +8,9 @@
 #include <linux/seccomp.h>
 #include <stddef.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
+#include <unistd.h>
 
 #include "test-stream-helpers.h"
 
@@ -68,6 +70,74 @@ TW_TEST(uring, falls_back_to_epoll_when_seccomp_refuses)
     close(fds[1]);
     cr_assert_eq(tw_reactor_free(r), 0);
     tw_testing_log_capture_stop();
+}
+
+/* A user's RLIMIT_MEMLOCK (64 KiB is a common default) caps the memory the
+ * kernel gives rings: the backend makes smaller ones, and with none at all
+ * falls back to epoll. Root's CAP_IPC_LOCK lifts the limit, so the test
+ * process becomes nobody first. */
+static void as_nobody_with_memlock(rlim_t bytes)
+{
+    struct rlimit lim = {.rlim_cur = bytes, .rlim_max = bytes};
+    cr_assert_eq(setrlimit(RLIMIT_MEMLOCK, &lim), 0, "%s", strerror(errno));
+    if (geteuid() == 0)
+        cr_assert_eq(setuid(65534), 0, "%s", strerror(errno));
+}
+
+static void round_trip_on(tw_reactor *r)
+{
+    int fds[2];
+    tcp_pair(fds);
+    struct rec x = {0};
+    rec_adopt(r, fds[0], &x, NULL);
+    peer_write_all(fds[1], "hi", 2);
+    RUN_UNTIL(r, x.got_len == 2);
+    tw_transport_lose_connection(x.base.transport);
+    RUN_UNTIL(r, x.lost == 1);
+    close(fds[1]);
+}
+
+static bool built_with_uring(void)
+{
+    for (const char *const *n = tw_reactor_backends(); *n; n++)
+        if (strcmp(*n, "io_uring") == 0)
+            return true;
+    return false;
+}
+
+TW_TEST(uring, falls_back_to_epoll_without_lockable_memory)
+{
+    if (!built_with_uring())
+        cr_skip_test("built without liburing");
+    as_nobody_with_memlock(0);
+    tw_testing_log_capture_start();
+    tw_reactor *r = NULL;
+    tw_reactor_options opts = {.backend = "io_uring"};
+    cr_assert_eq(tw_reactor_new(&r, &opts), 0, "a reactor, not ENOMEM");
+    if (on_uring(r)) {
+        /* A kernel that charges rings elsewhere (a memory cgroup): fine too. */
+        cr_assert_eq(tw_testing_log_count("io_uring unavailable"), 0);
+    } else {
+        cr_assert_str_eq(tw_reactor_backend_name(r), "epoll");
+        cr_assert_eq(tw_testing_log_count("RLIMIT_MEMLOCK"), 1, "says why: %s",
+                     tw_testing_log_text());
+    }
+    round_trip_on(r);
+    cr_assert_eq(tw_reactor_free(r), 0);
+    tw_testing_log_capture_stop();
+}
+
+TW_TEST(uring, small_memlock_still_gets_a_working_ring)
+{
+    if (!built_with_uring())
+        cr_skip_test("built without liburing");
+    as_nobody_with_memlock(64 * 1024);
+    tw_reactor *r = NULL;
+    tw_reactor_options opts = {.backend = "io_uring"};
+    cr_assert_eq(tw_reactor_new(&r, &opts), 0);
+    cr_assert_str_eq(tw_reactor_backend_name(r), "io_uring", "smaller rings fit 64 KiB");
+    round_trip_on(r);
+    cr_assert_eq(tw_reactor_free(r), 0);
 }
 
 /* ---- Completions */
@@ -331,5 +401,66 @@ TW_TEST(uring, zero_copy_sends_deliver_and_release_once)
     RUN_UNTIL(r, x.lost == 1);
     tw_transport_unref(x.t);
     close(fds[1]);
+    cr_assert_eq(tw_reactor_free(r), 0);
+}
+
+/* The kernel cannot pin pages for a zero-copy send (RLIMIT_MEMLOCK): the
+ * bytes go copied instead, all of them, and the write is released. */
+TW_TEST(uring, zero_copy_without_lockable_memory_sends_copies)
+{
+    /* The ring's creator is who the kernel charges pinned pages to. */
+    as_nobody_with_memlock(1 << 20);
+    setenv("TWINE_IO_URING_ZC_MIN", "0", 1);
+    tw_reactor *r = uring_reactor();
+    unsetenv("TWINE_IO_URING_ZC_MIN");
+    int fds[2];
+    tcp_pair(fds);
+    set_nonblock(fds[1]);
+    struct rec x = {.hold = true};
+    rec_adopt(r, fds[0], &x, NULL);
+    static char big[4 << 20];
+    pat_fill(big, sizeof big, 0);
+    int released = 0;
+    cr_assert_eq(tw_transport_write_zerocopy(x.t, big, sizeof big, count_release_fn, &released), 0);
+    size_t len;
+    bool eof;
+    char *got = drain_peer(r, fds[1], sizeof big, &len, &eof);
+    cr_assert_eq(len, sizeof big, "all of it arrived (%zu)", len);
+    cr_assert_eq(memcmp(got, big, sizeof big), 0);
+    free(got);
+    RUN_UNTIL(r, released == 1);
+    cr_assert_eq(x.lost, 0);
+    tw_transport_lose_connection(x.t);
+    RUN_UNTIL(r, x.lost == 1);
+    tw_transport_unref(x.t);
+    close(fds[1]);
+    cr_assert_eq(tw_reactor_free(r), 0);
+}
+
+/* A zero-copy send that fails (the peer reset, nothing reading to notice)
+ * loses the connection with the error instead of sending again forever. */
+TW_TEST(uring, failed_zero_copy_send_loses_the_connection)
+{
+    setenv("TWINE_IO_URING_ZC_MIN", "0", 1);
+    tw_reactor *r = uring_reactor();
+    unsetenv("TWINE_IO_URING_ZC_MIN");
+    int fds[2];
+    tcp_pair(fds);
+    struct rec x = {.hold = true};
+    rec_adopt(r, fds[0], &x, NULL);
+    tw_transport_pause_producing(x.t);
+    spin(r, 3);
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    cr_assert_eq(setsockopt(fds[1], SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    close(fds[1]); /* a reset */
+    usleep(10000);
+    static char big[1 << 20];
+    int released = 0;
+    cr_assert_eq(tw_transport_write_zerocopy(x.t, big, sizeof big, count_release_fn, &released), 0);
+    RUN_UNTIL(r, x.lost == 1);
+    cr_assert(x.lost_code == -ECONNRESET || x.lost_code == -EPIPE, "lost with %d (%s)", x.lost_code,
+              x.lost_msg);
+    RUN_UNTIL(r, released == 1);
+    tw_transport_unref(x.t);
     cr_assert_eq(tw_reactor_free(r), 0);
 }
