@@ -5,7 +5,8 @@
  * (the default without), "poll", "select" — picked by
  * tw_reactor_options.backend, else by TWINE_REACTOR=io_uring|epoll|poll|select,
  * else the default. Every backend behaves the same at this interface. Where
- * the kernel refuses io_uring (disabled by sysctl, seccomp, too old), asking
+ * the kernel refuses io_uring (disabled by sysctl, seccomp, too old, no
+ * lockable memory for a ring under RLIMIT_MEMLOCK), asking
  * for it (or defaulting to it) gives an epoll reactor and one log line
  * saying why; tw_reactor_backend_name tells which one runs.
  *
