@@ -27,8 +27,8 @@
  * receives into one buffer ring shared by every connection of the reactor,
  * sends (from the connection's send slot or write queue, batched: one
  * io_uring_enter per iteration carries them all), connects, no-ops (a
- * wakeup on the next iteration), cancels and closes; a multishot accept too,
- * which listening ports do not use (src/net/listen.c says why). The shared
+ * wakeup on the next iteration), cancels and closes. No multishot accept:
+ * listening ports watch readiness (src/net/listen.c says why). The shared
  * buffers start few and double when receives run short; where the kernel
  * consumes them incrementally (6.12+) a 64-byte message costs 64 bytes of a
  * buffer, not a buffer. Sends of 4 MiB and more to peers off loopback go
@@ -621,39 +621,36 @@ static int cq_send(tw_reactor *r, struct tw__cq_target *t, unsigned op, int fd,
     return 0;
 }
 
-static int cq_accept(tw_reactor *r, struct tw__cq_target *t, unsigned op, int fd)
+/* The SQE of a request of t's (counted in flight), or NULL with *rc:
+ * TW_ESHUTDOWN while the reactor is being freed, TW_EBUSY when the ring is
+ * full. */
+static struct io_uring_sqe *request_sqe(tw_reactor *r, struct tw__cq_target *t, unsigned op,
+                                        int *rc)
 {
     struct uring_state *s = OPS_ST(r);
-    if (!s)
-        return TW_ESHUTDOWN;
-    struct io_uring_sqe *sqe = target_sqe(s, t, op);
+    struct io_uring_sqe *sqe = s ? target_sqe(s, t, op) : NULL;
     if (!sqe)
-        return TW_EBUSY;
-    io_uring_prep_multishot_accept(sqe, fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    return 0;
+        *rc = s ? TW_EBUSY : TW_ESHUTDOWN;
+    return sqe;
 }
 
 static int cq_connect(tw_reactor *r, struct tw__cq_target *t, unsigned op, int fd,
                       const struct sockaddr *addr, socklen_t len)
 {
-    struct uring_state *s = OPS_ST(r);
-    if (!s)
-        return TW_ESHUTDOWN;
-    struct io_uring_sqe *sqe = target_sqe(s, t, op);
+    int rc;
+    struct io_uring_sqe *sqe = request_sqe(r, t, op, &rc);
     if (!sqe)
-        return TW_EBUSY;
+        return rc;
     io_uring_prep_connect(sqe, fd, addr, len);
     return 0;
 }
 
 static int cq_nop(tw_reactor *r, struct tw__cq_target *t, unsigned op)
 {
-    struct uring_state *s = OPS_ST(r);
-    if (!s)
-        return TW_ESHUTDOWN;
-    struct io_uring_sqe *sqe = target_sqe(s, t, op);
+    int rc;
+    struct io_uring_sqe *sqe = request_sqe(r, t, op, &rc);
     if (!sqe)
-        return TW_EBUSY;
+        return rc;
     io_uring_prep_nop(sqe);
     return 0;
 }
@@ -761,7 +758,6 @@ static void ops_init(tw_reactor *r, struct uring_state *s)
     s->ops = (struct tw__cq_ops){
         .recv = cq_recv,
         .send = cq_send,
-        .accept = cq_accept,
         .connect = cq_connect,
         .nop = cq_nop,
         .cancel = cq_cancel,

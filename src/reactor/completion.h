@@ -64,10 +64,6 @@ struct tw__cq_ops {
      * zero-copy send has TW__CQ_MORE set). MSG_NOSIGNAL always. */
     int (*send)(tw_reactor *r, struct tw__cq_target *t, unsigned op, int fd,
                 const struct iovec *iov, int cnt, bool zerocopy);
-    /* Multishot accept: res is each new connection's fd (non-blocking,
-     * close-on-exec). Not what listening ports use: the request would keep
-     * the socket accepting after the process died (src/net/listen.c). */
-    int (*accept)(tw_reactor *r, struct tw__cq_target *t, unsigned op, int fd);
     /* connect(2) through the ring; addr must stay valid until the
      * completion (res 0 or -errno). */
     int (*connect)(tw_reactor *r, struct tw__cq_target *t, unsigned op, int fd,
