@@ -1,9 +1,14 @@
 /* The reactor (twisted.internet.reactor): one event loop per thread, passed
  * explicitly; there is no global reactor.
  *
- * Backends: "epoll" (the Linux default), "poll", "select" — picked by
- * tw_reactor_options.backend, else by TWINE_REACTOR=epoll|poll|select, else
- * epoll. Every backend behaves the same at this interface.
+ * Backends: "io_uring" (the default where the build has liburing), "epoll"
+ * (the default without), "poll", "select" — picked by
+ * tw_reactor_options.backend, else by TWINE_REACTOR=io_uring|epoll|poll|select,
+ * else the default. Every backend behaves the same at this interface. Where
+ * the kernel refuses io_uring (disabled by sysctl, seccomp, too old, no
+ * lockable memory for a ring under RLIMIT_MEMLOCK), asking
+ * for it (or defaulting to it) gives an epoll reactor and one log line
+ * saying why; tw_reactor_backend_name tells which one runs.
  *
  * Threads: everything here must be called on the reactor's thread (the one
  * that created it), except what thread.h documents as thread-safe.
@@ -24,7 +29,7 @@ typedef struct tw_reactor tw_reactor;
 typedef struct tw_deferred tw_deferred;
 
 typedef struct tw_reactor_options {
-    const char *backend;     /* NULL: $TWINE_REACTOR, else "epoll" */
+    const char *backend;     /* NULL: $TWINE_REACTOR, else io_uring (or epoll) */
     bool no_signal_handlers; /* true: SIGINT/SIGTERM do not stop a running reactor */
     double shutdown_timeout; /* bound on waiting for before-shutdown deferreds; 0: 30 s */
 } tw_reactor_options;

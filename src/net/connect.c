@@ -13,7 +13,13 @@
  * without a listener) are still delivered from the reactor: they are kept
  * in `pending` and the attempt's timer is armed for 0 s, so
  * client_connection_failed never runs inside the call that started the
- * attempt. */
+ * attempt.
+ *
+ * Completions (a reactor whose backend has them, completion.h): a TCP
+ * attempt connects through the ring instead of waiting for writability. The
+ * request belongs to a small block of its own (with a copy of the address),
+ * not to the connector, which may be freed, or start another attempt, before
+ * the request's completion comes: the block then goes alone. */
 #include <errno.h>
 #include <math.h>
 #include <stddef.h>
@@ -24,6 +30,7 @@
 #include <twine/net.h>
 
 #include "net/net-internal.h"
+#include "reactor/completion.h"
 
 #define LOG_NS                          "twine.net"
 #define DEFAULT_TIMEOUT                 30.0
@@ -46,6 +53,8 @@ struct stream_connector {
     tw_timer timer; /* the timeout, or the 0 s report of `pending` */
     tw_handle handle;
 
+    struct connect_op *cop; /* the attempt's request through completions, or NULL */
+
     /* The connection (CONNECTED). */
     tw_protocol *proto;
 
@@ -57,6 +66,12 @@ struct stream_connector {
 };
 
 static const struct tw__connector_ops stream_connector_ops;
+
+struct connect_op {
+    struct tw__cq_target target;
+    struct stream_connector *c; /* NULL once the attempt is over */
+    tw_address addr;
+};
 
 static struct stream_connector *sc(tw_connector *c)
 {
@@ -89,8 +104,26 @@ static void leave(struct stream_connector *c)
 
 /* ---- The attempt */
 
+/* The attempt no longer waits for its request (its block goes when the
+ * completion comes). */
+static void cop_detach(struct stream_connector *c)
+{
+    if (!c->cop)
+        return;
+    c->cop->c = NULL;
+    c->cop = NULL;
+    tw__reactor_count_io(c->r, 0, -1);
+}
+
 static void attempt_teardown(struct stream_connector *c)
 {
+    if (c->cop) {
+        /* With the next submission: the socket is released then (the request
+         * holds it). Not at once, which would also run the kernel's pending
+         * work, accepting connections nobody has been told of yet. */
+        tw__reactor_cq(c->r)->cancel(c->r, &c->cop->target, 1, false);
+        cop_detach(c);
+    }
     if (c->fd >= 0) {
         tw_reactor_remove_writer(c->r, &c->io);
         close(c->fd);
@@ -132,6 +165,7 @@ static void connection_ended(void *arg, tw_failure *reason)
 static void connected(struct stream_connector *c)
 {
     int fd = c->fd;
+    cop_detach(c);
     tw_reactor_remove_writer(c->r, &c->io);
     tw_timer_stop(&c->timer);
     tw_reactor_remove_handle(c->r, &c->handle);
@@ -204,6 +238,62 @@ static void writable(tw_io *io, unsigned events)
         connected(c);
 }
 
+static void cop_done(struct tw__cq_target *t, unsigned op, int res, unsigned flags,
+                     const char *data)
+{
+    struct connect_op *o = container_of(t, struct connect_op, target);
+    struct stream_connector *c = o->c;
+    tw_free(o);
+    if (!c)
+        return; /* the attempt is over already */
+    c->cop = NULL;
+    tw__reactor_count_io(c->r, 0, -1);
+    if (flags & TW__CQ_DYING)
+        return;
+    if (res == -EINPROGRESS || res == -EALREADY) {
+        /* Not finished after all: wait for writability as without the ring. */
+        int rc = tw_reactor_add_writer(c->r, &c->io);
+        if (rc < 0)
+            attempt_failed(c, rc);
+        return;
+    }
+    if (res < 0)
+        attempt_failed(c, res);
+    else
+        connected(c);
+}
+
+/* Starts connecting through the ring. Returns 0, or an error with nothing
+ * started (the caller then waits for writability instead). */
+static int cop_start(struct stream_connector *c, int fd)
+{
+    const struct tw__cq_ops *cq = tw__reactor_cq(c->r);
+    int family = c->dest.u.sa.sa_family;
+    /* Unix sockets keep readiness: a full backlog must fail at once (EAGAIN),
+     * which the ring would wait out instead. */
+    if (!cq || (family != AF_INET && family != AF_INET6))
+        return TW_ENOTSUP;
+    struct connect_op *o = tw_malloc(sizeof *o);
+    if (!o)
+        return TW_ENOMEM;
+    *o = (struct connect_op){.target = {.complete = cop_done}, .c = c, .addr = c->dest};
+    /* The timer first: once the request is made, nothing may fail. */
+    int rc = isfinite(c->timeout) ? tw_timer_start(&c->timer, c->timeout) : 0;
+    if (rc < 0) {
+        tw_free(o);
+        return rc;
+    }
+    rc = cq->connect(c->r, &o->target, 1, fd, &o->addr.u.sa, o->addr.len);
+    if (rc < 0) {
+        tw_timer_stop(&c->timer);
+        tw_free(o);
+        return rc;
+    }
+    c->cop = o;
+    tw__reactor_count_io(c->r, 0, 1);
+    return 0;
+}
+
 static void timer_fired(tw_timer *t)
 {
     struct stream_connector *c = container_of(t, struct stream_connector, timer);
@@ -231,6 +321,15 @@ static int attempt_open(struct stream_connector *c)
         return rc;
     }
     int pending = 0;
+    tw_io_init(&c->io, fd, writable, c);
+    rc = cop_start(c, fd);
+    if (rc == 0)
+        goto started;
+    if (rc == TW_ENOMEM) {
+        close(fd);
+        return rc;
+    }
+    rc = 0;
     while (connect(fd, &c->dest.u.sa, c->dest.len) < 0) {
         if (errno == EINTR)
             continue;
@@ -258,6 +357,7 @@ static int attempt_open(struct stream_connector *c)
             close(fd);
         return rc;
     }
+started:
     c->fd = fd;
     c->pending = pending;
     tw_reactor_add_handle(c->r, &c->handle, handle_closed);

@@ -47,6 +47,7 @@
 
 #include "net/net-internal.h"
 #include "net/stream.h"
+#include "reactor/completion.h"
 
 #define LOG_NS                          "twine.net"
 
@@ -69,7 +70,24 @@ enum {
     F_DISCONNECTING = 1u << 5,  /* lose_connection: flush, then close */
     F_LOST_PENDING = 1u << 6,   /* loss decided: delivered on the next wakeup */
     F_LOST = 1u << 7,           /* torn down: connection_lost given or being given */
+    /* Completion mode (see "Completions" below). */
+    F_CQ = 1u << 8,               /* reads and writes through the reactor's completions */
+    F_RECV_ON = 1u << 9,          /* a multishot receive is in flight */
+    F_RECV_CANCELLING = 1u << 10, /* ... and its cancellation asked for */
+    F_SEND_ON = 1u << 11,         /* a send is in flight (zero copy: until its notification) */
+    F_SEND_ZC = 1u << 12,         /* ... a zero-copy one */
+    F_FLUSH_QUEUED = 1u << 13,    /* on the reactor's flush list */
+    F_NOP_ON = 1u << 14,          /* a wakeup is in flight */
+    F_STASHED = 1u << 15,         /* bytes or an end read while paused wait in the extra */
+    F_COUNTED = 1u << 16,         /* counted as a reader in the reactor's state */
+    F_SEND_SLOT = 1u << 17,       /* the send in flight is the slot's */
+    F_ZC_KNOWN = 1u << 18,        /* whether zero copy may pay is known: */
+    F_ZC_OK = 1u << 19,           /* ... the peer is not on loopback */
+    F_ZC_NEVER = 1u << 20,        /* the kernel could not pin pages for one: copy */
 };
+
+/* Completion ops (the target's op numbers). */
+enum { OP_RECV = 1, OP_SEND = 2, OP_NOP = 3 };
 
 /* Writes are refused in these states (transport.h). */
 #define F_NO_WRITE (F_WRITE_SHUTTING | F_WRITE_CLOSED | F_DISCONNECTING | F_LOST_PENDING | F_LOST)
@@ -95,6 +113,13 @@ struct stream_extra {
     void (*lost_hook)(void *arg, tw_failure *reason);
     void *lost_arg;
     struct fd_batch *batches; /* in queue order */
+    /* Completion mode: what a receive brought after a pause (delivered on
+     * resume), and the bytes a zero-copy send took (consumed at its
+     * notification). */
+    char *stash;
+    size_t stash_len;
+    int stash_end; /* 0; 1: end of file; < 0: an error */
+    int zc_res;    /* the zero-copy send's result, until its notification */
 };
 
 static struct tw__stream *S(const tw_transport *t)
@@ -155,6 +180,70 @@ static int read_buf_ensure(void)
     return 0;
 }
 
+/* ---- The per-thread send slots (completion mode)
+ *
+ * A small write to a connection with nothing queued and nothing in flight
+ * is copied into a slot of a per-thread slab instead of the write queue,
+ * and sent from there. The queue's blocks are 16 KiB each: with hundreds of
+ * connections each holding one until its send completes, they would churn
+ * through the allocator (and the heap's top through brk) every iteration;
+ * slots are taken and given back last in first out, so the few in use stay
+ * warm. A slot holds at most SLOT_SIZE bytes (a reply, a pipelined batch of
+ * small ones; small, because every send in flight keeps its slot touched);
+ * whatever comes while its send is in flight queues behind it. */
+#define SLOT_SIZE 2048
+#define SLOTS     512
+
+struct slab {
+    char *mem;
+    unsigned nfree;
+    uint16_t free[SLOTS];
+};
+
+static _Thread_local struct slab *slab;
+static pthread_key_t slab_key;
+static pthread_once_t slab_key_once = PTHREAD_ONCE_INIT;
+static bool slab_key_ok;
+
+static void slab_exit(void *p)
+{
+    struct slab *b = p;
+    tw_free(b->mem);
+    tw_free(b);
+    slab = NULL;
+}
+
+static void slab_key_create(void)
+{
+    slab_key_ok = pthread_key_create(&slab_key, slab_exit) == 0;
+}
+
+/* Without memory for it, writes just queue. */
+static void slab_ensure(void)
+{
+    if (slab)
+        return;
+    pthread_once(&slab_key_once, slab_key_create);
+    struct slab *b = tw_malloc(sizeof *b);
+    char *mem = b ? tw_malloc((size_t)SLOTS * SLOT_SIZE) : NULL;
+    if (!mem) {
+        tw_free(b);
+        return;
+    }
+    b->mem = mem;
+    b->nfree = SLOTS;
+    for (unsigned i = 0; i < SLOTS; i++)
+        b->free[i] = (uint16_t)(SLOTS - 1 - i);
+    if (slab_key_ok)
+        pthread_setspecific(slab_key, b);
+    slab = b;
+}
+
+static char *slot_mem(int32_t slot)
+{
+    return slab->mem + (size_t)slot * SLOT_SIZE;
+}
+
 /* ---- Interest */
 
 static bool want_read(const struct tw__stream *s)
@@ -166,17 +255,42 @@ static bool want_read(const struct tw__stream *s)
     return !(s->flags & (F_PAUSED | F_READ_CLOSED | F_DISCONNECTING));
 }
 
+/* Bytes in a slot, not yet sent. */
+static size_t slot_pending(const struct tw__stream *s)
+{
+    return ((s->flags & F_CQ) && s->cq.slot >= 0) ? s->cq.slot_len - s->cq.slot_off : 0;
+}
+
+/* What is waiting to go: the slot's bytes, then the queue's. */
+static size_t out_size(const struct tw__stream *s)
+{
+    return tw_wqueue_size(&s->queue) + slot_pending(s);
+}
+
+static void slot_drop(struct tw__stream *s)
+{
+    if (!(s->flags & F_CQ) || s->cq.slot < 0)
+        return;
+    slab->free[slab->nfree++] = (uint16_t)s->cq.slot;
+    s->cq.slot = -1;
+    s->cq.slot_len = s->cq.slot_off = 0;
+}
+
 static bool want_write(const struct tw__stream *s)
 {
     if (s->flags & (F_LOST | F_LOST_PENDING))
         return false;
-    return !tw_wqueue_is_empty(&s->queue) || (s->flags & F_WRITE_SHUTTING);
+    return out_size(s) > 0 || (s->flags & F_WRITE_SHUTTING);
 }
+
+static int cq_update(struct tw__stream *s);
 
 /* Brings the watcher in line with the state; the reactor makes no syscall
  * for what is already so. Returns 0 or the error of adding. */
 static int update_interest(struct tw__stream *s)
 {
+    if (s->flags & F_CQ)
+        return cq_update(s);
     tw_reactor *r = s->base.reactor;
     int rc = want_read(s) ? tw_reactor_add_reader(r, &s->io) : tw_reactor_remove_reader(r, &s->io);
     if (rc < 0)
@@ -244,6 +358,8 @@ static void discard_input(struct tw__stream *s)
 
 /* Tears the connection down and tells everyone, now. Only from the reactor
  * (an fd callback, the handle's close, the fallback delayed call). */
+static void cq_close(struct tw__stream *s);
+
 static void finish(struct tw__stream *s, int code)
 {
     if (s->flags & F_LOST)
@@ -251,17 +367,26 @@ static void finish(struct tw__stream *s, int code)
     tw_transport_ref(&s->base);
     s->flags = (s->flags | F_LOST) & ~(uint32_t)F_LOST_PENDING;
     tw_reactor *r = s->base.reactor;
-    tw_reactor_remove_reader(r, &s->io);
-    tw_reactor_remove_writer(r, &s->io);
+    if (!(s->flags & F_CQ)) {
+        tw_reactor_remove_reader(r, &s->io);
+        tw_reactor_remove_writer(r, &s->io);
+    }
     tw_reactor_remove_handle(r, &s->handle);
     tw_failure *reason = make_reason(s, code);
     if (code == TW_ECONNDONE)
         discard_input(s);
-    close(s->io.fd);
+    if (s->flags & F_CQ)
+        cq_close(s);
+    else
+        close(s->io.fd);
     s->io.fd = -1;
-    /* Release callbacks that write now get TW_ENOTCONN. */
-    tw_wqueue_clear(&s->queue);
-    drop_batches(s);
+    /* Release callbacks that write now get TW_ENOTCONN. A send in flight
+     * still uses the queue's bytes: its completion clears it. */
+    if (!(s->flags & F_SEND_ON)) {
+        tw_wqueue_clear(&s->queue);
+        drop_batches(s);
+        slot_drop(s);
+    }
 
     struct stream_extra *x = X(s);
     if (x && x->producer) {
@@ -301,12 +426,15 @@ static void schedule_loss(struct tw__stream *s, int code)
     s->flags |= F_LOST_PENDING;
     s->reason = code;
     /* Set before: a release callback run by the clear that writes is refused. */
-    if (code != TW_ECONNDONE) {
+    if (code != TW_ECONNDONE && !(s->flags & F_SEND_ON)) {
         tw_wqueue_clear(&s->queue);
         drop_batches(s);
+        slot_drop(s);
     }
     shutdown(s->io.fd, SHUT_RDWR);
     int rc = update_interest(s);
+    if (rc == 0 && (s->flags & F_CQ))
+        rc = (s->flags & F_NOP_ON) ? 0 : TW_EAGAIN; /* cq_update made no wakeup */
     if (rc == 0)
         return;
     tw_transport_ref(&s->base);
@@ -408,6 +536,18 @@ static ssize_t send_iov(struct tw__stream *s, struct iovec *iov, int cnt, size_t
  * per-wakeup bound reached. Returns 0 or -errno. */
 static int write_out(struct tw__stream *s)
 {
+    size_t slot = slot_pending(s); /* completion mode: the slot's bytes go first */
+    if (slot > 0 && !(s->flags & (F_LOST | F_LOST_PENDING | F_SEND_ON))) {
+        struct iovec iov = {.iov_base = slot_mem(s->cq.slot) + s->cq.slot_off, .iov_len = slot};
+        size_t offered;
+        ssize_t n = send_iov(s, &iov, 1, &offered);
+        if (n < 0)
+            return (int)n;
+        s->cq.slot_off += (uint32_t)n;
+        if ((size_t)n < slot)
+            return 0;
+        slot_drop(s);
+    }
     for (int round = 0; round < WRITES_PER_WAKEUP; round++) {
         if (tw_wqueue_is_empty(&s->queue) || (s->flags & (F_LOST | F_LOST_PENDING)))
             return 0;
@@ -441,7 +581,7 @@ static void after_drain(struct tw__stream *s)
 {
     if (s->flags & (F_LOST | F_LOST_PENDING))
         return;
-    bool empty = tw_wqueue_is_empty(&s->queue);
+    bool empty = out_size(s) == 0;
     if (empty && (s->flags & F_DISCONNECTING)) {
         finish(s, TW_ECONNDONE);
         return;
@@ -463,7 +603,7 @@ static void after_drain(struct tw__stream *s)
         return;
     }
     struct stream_extra *x = X(s);
-    if (x && x->producer && !(s->flags & F_NO_WRITE) && tw_wqueue_size(&s->queue) <= low_mark(s)) {
+    if (x && x->producer && !(s->flags & F_NO_WRITE) && out_size(s) <= low_mark(s)) {
         tw_producer *prod = x->producer;
         if (!x->streaming) {
             prod->ops->resume_producing(prod);
@@ -484,7 +624,9 @@ static void after_drain(struct tw__stream *s)
  * registered (its writes must queue, so that the drain asks it for more). */
 static bool direct_ok(const struct tw__stream *s)
 {
-    if (!tw_wqueue_is_empty(&s->queue))
+    /* Completions: every write goes through the queue and out with the
+     * iteration's other sends, in the one submission. */
+    if (!tw_wqueue_is_empty(&s->queue) || (s->flags & F_CQ))
         return false;
     const struct stream_extra *x = X(s);
     return !x || (!x->batches && !(x->producer && !x->streaming));
@@ -500,8 +642,7 @@ static int queued(struct tw__stream *s)
         return 0; /* accepted; the loss says why it went nowhere */
     }
     struct stream_extra *x = X(s);
-    if (x && x->producer && x->streaming && !x->producer_paused &&
-        tw_wqueue_size(&s->queue) > high_mark(s)) {
+    if (x && x->producer && x->streaming && !x->producer_paused && out_size(s) > high_mark(s)) {
         x->producer_paused = true;
         x->producer->ops->pause_producing(x->producer);
     }
@@ -517,6 +658,35 @@ static int queue_failed(struct tw__stream *s, size_t sent, int rc)
     return rc;
 }
 
+/* Completion mode: copies iov[0..cnt) (len bytes) into the connection's
+ * slot when the write may go there (see the slab above). Returns true if
+ * it did. */
+static bool slot_write(struct tw__stream *s, const struct iovec *iov, int cnt, size_t len)
+{
+    if (!(s->flags & F_CQ) || !slab || !tw_wqueue_is_empty(&s->queue))
+        return false;
+    const struct stream_extra *x = X(s);
+    if (x && x->producer && !x->streaming)
+        return false; /* its writes queue, so that the drain asks for more */
+    if (s->cq.slot >= 0) {
+        /* Filling a slot whose send has not left yet. */
+        if ((s->flags & F_SEND_SLOT) || s->cq.slot_len + len > SLOT_SIZE)
+            return false;
+    } else {
+        if ((s->flags & F_SEND_ON) || len > SLOT_SIZE || slab->nfree == 0)
+            return false;
+        s->cq.slot = slab->free[--slab->nfree];
+        s->cq.slot_len = s->cq.slot_off = 0;
+    }
+    char *to = slot_mem(s->cq.slot) + s->cq.slot_len;
+    for (int i = 0; i < cnt; i++) {
+        memcpy(to, iov[i].iov_base, iov[i].iov_len);
+        to += iov[i].iov_len;
+    }
+    s->cq.slot_len += (uint32_t)len;
+    return true;
+}
+
 static int stream_write(tw_transport *t, const void *data, size_t len)
 {
     struct tw__stream *s = S(t);
@@ -524,6 +694,9 @@ static int stream_write(tw_transport *t, const void *data, size_t len)
         return TW_ENOTCONN;
     if (len == 0)
         return 0;
+    struct iovec one = {.iov_base = (void *)data, .iov_len = len};
+    if (slot_write(s, &one, 1, len))
+        return queued(s);
     size_t done = 0;
     if (direct_ok(s)) {
         ssize_t n = sys_send(s->io.fd, data, len);
@@ -551,6 +724,8 @@ static int stream_write_iov(tw_transport *t, const struct iovec *iov, int iovcnt
         total += iov[i].iov_len;
     if (total == 0)
         return 0;
+    if (slot_write(s, iov, iovcnt, total))
+        return queued(s);
     size_t done = 0;
     if (direct_ok(s) && iovcnt <= IOV_MAX) {
         struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
@@ -640,7 +815,8 @@ static void on_eof(struct tw__stream *s)
     tw_protocol *p = s->base.protocol;
     if (!(p->ops && p->ops->read_connection_lost)) {
         /* Not half-closeable: what the kernel takes now still goes. */
-        write_out(s);
+        if (!(s->flags & F_SEND_ON))
+            write_out(s);
         finish(s, TW_ECONNDONE);
         return;
     }
@@ -685,6 +861,379 @@ static void do_read(struct tw__stream *s)
     }
 }
 
+/* ---- Completions
+ *
+ * A TCP connection on a reactor whose backend has completion operations
+ * (io_uring, completion.h) reads and writes through them instead of
+ * readiness (F_CQ); Unix connections keep readiness, for their descriptor
+ * passing. What changes:
+ * - Reading: one multishot receive stays armed while the connection reads;
+ *   its bytes land in the reactor's shared buffers and data_received gets
+ *   them in place (no copy; the buffer goes back when it returns). Pausing
+ *   cancels the receive and resuming arms it again; bytes that were already
+ *   on their way when the pause came are kept in the extra block and
+ *   delivered on resume, before reading starts again. A receive that ends
+ *   for want of buffers (-ENOBUFS) is armed again: the bytes wait in the
+ *   socket.
+ * - Writing: writes only queue; the connection puts itself on the reactor's
+ *   flush list, and just before the iteration's submission one send takes
+ *   whatever the iteration queued. One send is in flight at a time, and the
+ *   queue's bytes stay put until its completion (the kernel reads them
+ *   then), so a loss decided meanwhile clears the queue at that completion.
+ * - A loss decided inside a call is delivered by a no-op request, which
+ *   completes on the next iteration (no memory needed).
+ * - Closing cancels what is in flight and closes the fd through the ring, in
+ *   one submission made at once (a request holds the socket open).
+ * Every request in flight holds a reference on the transport, dropped at its
+ * last completion, so user_data never outlives the connection. */
+
+static const struct tw__cq_ops *CQ(const struct tw__stream *s)
+{
+    return tw__reactor_cq(s->base.reactor);
+}
+
+static bool want_recv(const struct tw__stream *s)
+{
+    return !(s->flags &
+             (F_LOST | F_LOST_PENDING | F_PAUSED | F_READ_CLOSED | F_DISCONNECTING | F_STASHED));
+}
+
+static void cq_count(struct tw__stream *s, bool reading)
+{
+    if (reading == !!(s->flags & F_COUNTED))
+        return;
+    s->flags ^= F_COUNTED;
+    tw__reactor_count_io(s->base.reactor, reading ? 1 : -1, 0);
+}
+
+static int cq_request(struct tw__stream *s, uint32_t flag, int rc)
+{
+    if (rc < 0) {
+        tw_transport_unref(&s->base);
+        return rc;
+    }
+    s->flags |= flag;
+    return 0;
+}
+
+static int cq_update(struct tw__stream *s)
+{
+    const struct tw__cq_ops *cq = CQ(s);
+    tw_reactor *r = s->base.reactor;
+    cq_count(s, want_read(s));
+    int rc = 0;
+    if (want_recv(s)) {
+        if (!(s->flags & F_RECV_ON)) {
+            tw_transport_ref(&s->base);
+            rc = cq_request(s, F_RECV_ON, cq->recv(r, &s->cq.target, OP_RECV, s->io.fd));
+        }
+    } else if ((s->flags & (F_RECV_ON | F_RECV_CANCELLING)) == F_RECV_ON) {
+        if (cq->cancel(r, &s->cq.target, OP_RECV, false) == 0)
+            s->flags |= F_RECV_CANCELLING;
+    }
+    bool wake = (s->flags & F_LOST_PENDING) ||
+                ((s->flags & F_STASHED) && !(s->flags & (F_PAUSED | F_LOST)));
+    if (wake && !(s->flags & F_NOP_ON)) {
+        tw_transport_ref(&s->base);
+        int nrc = cq_request(s, F_NOP_ON, cq->nop(r, &s->cq.target, OP_NOP));
+        if (rc == 0)
+            rc = nrc;
+    }
+    if (want_write(s) && !(s->flags & (F_SEND_ON | F_FLUSH_QUEUED))) {
+        tw_transport_ref(&s->base);
+        s->flags |= F_FLUSH_QUEUED;
+        cq->flush_later(r, &s->cq.target);
+    }
+    return rc;
+}
+
+/* From finish: cancel what is in flight and close, in one submission. */
+static void cq_close(struct tw__stream *s)
+{
+    const struct tw__cq_ops *cq = CQ(s);
+    tw_reactor *r = s->base.reactor;
+    cq_count(s, false);
+    if ((s->flags & (F_RECV_ON | F_RECV_CANCELLING)) == F_RECV_ON &&
+        cq->cancel(r, &s->cq.target, OP_RECV, false) == 0)
+        s->flags |= F_RECV_CANCELLING;
+    if (s->flags & F_SEND_ON)
+        cq->cancel(r, &s->cq.target, OP_SEND, false);
+    if (cq->close(r, s->io.fd) < 0)
+        close(s->io.fd);
+}
+
+static bool zc_may_pay(struct tw__stream *s)
+{
+    if (!(s->flags & F_ZC_KNOWN)) {
+        tw_address a;
+        bool loop = true;
+        if (peer_address(s, &a) == 0) {
+            if (a.u.sa.sa_family == AF_INET)
+                loop = (ntohl(a.u.in.sin_addr.s_addr) >> 24) == 127;
+            else if (a.u.sa.sa_family == AF_INET6)
+                loop = IN6_IS_ADDR_LOOPBACK(&a.u.in6.sin6_addr) ||
+                       (IN6_IS_ADDR_V4MAPPED(&a.u.in6.sin6_addr) &&
+                        a.u.in6.sin6_addr.s6_addr[12] == 127);
+        }
+        s->flags |= F_ZC_KNOWN | (loop ? 0u : (uint32_t)F_ZC_OK);
+    }
+    return s->flags & F_ZC_OK;
+}
+
+/* One send of what is queued. Returns 0 or an error (nothing in flight). */
+static int cq_send(struct tw__stream *s)
+{
+    const struct tw__cq_ops *cq = CQ(s);
+    struct iovec iov[64];
+    int cnt = tw_wqueue_fill_iov(&s->queue, iov, 64);
+    size_t total = 0;
+    for (int i = 0; i < cnt; i++)
+        total += iov[i].iov_len;
+    /* Zero copy pays only for large sends (see zerocopy_min), and never to a
+     * peer on loopback, where the kernel copies the bytes for the receiver
+     * anyway (bench/sendzc.c: half the throughput). It needs the extra block,
+     * to remember what the send took until its notification. */
+    bool zc = total >= cq->zerocopy_min && !(s->flags & F_ZC_NEVER) &&
+              (cq->zerocopy_loopback || zc_may_pay(s)) && extra_get(s) != NULL;
+    tw_transport_ref(&s->base);
+    int rc = cq->send(s->base.reactor, &s->cq.target, OP_SEND, s->io.fd, iov, cnt, zc);
+    return cq_request(s, F_SEND_ON | (zc ? F_SEND_ZC : 0), rc);
+}
+
+/* A send of the slot's unsent bytes. */
+static int cq_send_slot(struct tw__stream *s)
+{
+    struct iovec iov = {.iov_base = slot_mem(s->cq.slot) + s->cq.slot_off,
+                        .iov_len = s->cq.slot_len - s->cq.slot_off};
+    tw_transport_ref(&s->base);
+    int rc = CQ(s)->send(s->base.reactor, &s->cq.target, OP_SEND, s->io.fd, &iov, 1, false);
+    return cq_request(s, F_SEND_ON | F_SEND_SLOT, rc);
+}
+
+/* The next send: the slot's bytes first, then the queue's. */
+static int cq_send_next(struct tw__stream *s)
+{
+    if (slot_pending(s) > 0)
+        return cq_send_slot(s);
+    if (!tw_wqueue_is_empty(&s->queue))
+        return cq_send(s);
+    return 0;
+}
+
+static void cq_flush(struct tw__stream *s)
+{
+    s->flags &= ~(uint32_t)F_FLUSH_QUEUED;
+    if (!(s->flags & (F_LOST | F_LOST_PENDING | F_SEND_ON))) {
+        if (out_size(s) > 0) {
+            int rc = cq_send_next(s);
+            if (rc < 0)
+                finish(s, rc);
+        } else {
+            after_drain(s); /* a half-close or close waiting for the queue */
+        }
+    }
+}
+
+static void cq_sent(struct tw__stream *s, int res, unsigned flags)
+{
+    if (flags & TW__CQ_MORE) {
+        X(s)->zc_res = res; /* the notification follows */
+        return;
+    }
+    if ((s->flags & F_SEND_ZC) && (flags & TW__CQ_NOTIF)) {
+        res = X(s)->zc_res;
+        if (res == -ENOMEM || res == -ENOBUFS) {
+            /* Pinning the pages failed (RLIMIT_MEMLOCK, memory): the same
+             * bytes go again, copied, and so does every later send. */
+            s->flags |= F_ZC_NEVER;
+            res = 0;
+        }
+    }
+    bool from_slot = s->flags & F_SEND_SLOT;
+    s->flags &= ~(uint32_t)(F_SEND_ON | F_SEND_ZC | F_SEND_SLOT);
+    if (s->flags & (F_LOST | F_LOST_PENDING)) {
+        /* The clear the loss put off while the kernel had the bytes. */
+        if ((s->flags & F_LOST) || s->reason != TW_ECONNDONE) {
+            tw_wqueue_clear(&s->queue);
+            drop_batches(s);
+            slot_drop(s);
+        }
+        return;
+    }
+    if (res < 0) {
+        finish(s, res);
+        return;
+    }
+    if (from_slot) {
+        s->cq.slot_off += (uint32_t)res;
+        if (s->cq.slot_off == s->cq.slot_len)
+            slot_drop(s);
+    } else if (res > 0) {
+        tw_wqueue_consume(&s->queue, (size_t)res); /* may run release callbacks */
+    }
+    if (!(s->flags & (F_LOST | F_LOST_PENDING | F_SEND_ON)) && out_size(s) > 0) {
+        int rc = cq_send_next(s);
+        if (rc < 0) {
+            finish(s, rc);
+            return;
+        }
+    }
+    after_drain(s);
+}
+
+/* Keeps what a receive brought while paused, for the resume. */
+static void stash(struct tw__stream *s, const char *data, size_t len, int end)
+{
+    struct stream_extra *x = extra_get(s);
+    if (!x) {
+        finish(s, TW_ENOMEM);
+        return;
+    }
+    if (len > 0) {
+        char *b = tw_realloc(x->stash, x->stash_len + len);
+        if (!b) {
+            finish(s, TW_ENOMEM);
+            return;
+        }
+        memcpy(b + x->stash_len, data, len);
+        x->stash = b;
+        x->stash_len += len;
+    }
+    if (end && !x->stash_end)
+        x->stash_end = end;
+    s->flags |= F_STASHED;
+}
+
+/* Hands the stash over as reading would: at most TW_NET_READ_SIZE bytes a
+ * call, stopping if the protocol pauses again (the rest waits). */
+static void deliver_stash(struct tw__stream *s)
+{
+    struct stream_extra *x = X(s);
+    size_t off = 0;
+    while (off < x->stash_len && !(s->flags & (F_CLOSING | F_READ_CLOSED | F_PAUSED))) {
+        size_t n = x->stash_len - off;
+        if (n > TW_NET_READ_SIZE)
+            n = TW_NET_READ_SIZE;
+        tw_protocol_data_received(s->base.protocol, x->stash + off, n);
+        off += n;
+    }
+    if (s->flags & (F_CLOSING | F_READ_CLOSED))
+        off = x->stash_len; /* goes nowhere */
+    if (off < x->stash_len) {
+        memmove(x->stash, x->stash + off, x->stash_len - off);
+        x->stash_len -= off;
+        return; /* paused again: the rest, and any end, wait for the resume */
+    }
+    int end = x->stash_end;
+    tw_free(x->stash);
+    x->stash = NULL;
+    x->stash_len = 0;
+    x->stash_end = 0;
+    s->flags &= ~(uint32_t)F_STASHED;
+    if (s->flags & (F_CLOSING | F_READ_CLOSED))
+        return;
+    if (end == 1)
+        on_eof(s);
+    else if (end < 0)
+        finish(s, end);
+}
+
+static void cq_received(struct tw__stream *s, int res, const char *data)
+{
+    if (s->flags & F_LOST_PENDING) {
+        finish(s, s->reason);
+        return;
+    }
+    if (res == -ENOBUFS || res == -ECANCELED)
+        return; /* armed again below if still wanted */
+    if (s->flags & (F_CLOSING | F_READ_CLOSED))
+        return; /* on its way before the close: goes nowhere */
+    if (s->flags & (F_PAUSED | F_STASHED)) {
+        stash(s, data, res > 0 ? (size_t)res : 0, res == 0 ? 1 : res < 0 ? res : 0);
+        return;
+    }
+    if (res > 0)
+        tw_protocol_data_received(s->base.protocol, data, (size_t)res);
+    else if (res == 0)
+        on_eof(s);
+    else
+        finish(s, res);
+}
+
+static void cq_complete(struct tw__cq_target *t, unsigned op, int res, unsigned flags,
+                        const char *data)
+{
+    struct tw__stream *s = container_of(t, struct tw__stream, cq.target);
+    bool last = !(flags & TW__CQ_MORE);
+    if (flags & TW__CQ_DYING) {
+        /* The reactor is being freed: only let go. */
+        switch (op) {
+        case OP_RECV:
+            s->flags &= ~(uint32_t)(F_RECV_ON | F_RECV_CANCELLING);
+            break;
+        case OP_SEND:
+            if (!last)
+                break; /* a zero-copy send's notification is still to come */
+            s->flags &= ~(uint32_t)(F_SEND_ON | F_SEND_ZC | F_SEND_SLOT);
+            if (s->flags & F_LOST) {
+                /* The clear finish() put off while the kernel had the
+                 * bytes: zero-copy writes hear their release. */
+                tw_wqueue_clear(&s->queue);
+                drop_batches(s);
+                slot_drop(s);
+            }
+            break;
+        case OP_NOP:
+            s->flags &= ~(uint32_t)F_NOP_ON;
+            break;
+        default:
+            s->flags &= ~(uint32_t)F_FLUSH_QUEUED;
+            break;
+        }
+        if (last)
+            tw_transport_unref(&s->base);
+        return;
+    }
+    tw_transport_ref(&s->base);
+    switch (op) {
+    case TW__CQ_FLUSH:
+        cq_flush(s);
+        break;
+    case OP_RECV:
+        if (last)
+            s->flags &= ~(uint32_t)(F_RECV_ON | F_RECV_CANCELLING);
+        if (!(s->flags & F_LOST))
+            cq_received(s, res, data);
+        if (last && !(s->flags & (F_LOST | F_RECV_ON))) {
+            int rc = cq_update(s);
+            if (rc < 0)
+                finish(s, rc);
+        }
+        break;
+    case OP_SEND:
+        cq_sent(s, res, flags);
+        break;
+    case OP_NOP:
+        s->flags &= ~(uint32_t)F_NOP_ON;
+        if (s->flags & F_LOST)
+            break;
+        if (s->flags & F_LOST_PENDING) {
+            finish(s, s->reason);
+        } else if ((s->flags & F_STASHED) && !(s->flags & F_PAUSED)) {
+            deliver_stash(s);
+            if (!(s->flags & F_LOST)) {
+                int rc = cq_update(s);
+                if (rc < 0)
+                    finish(s, rc);
+            }
+        }
+        break;
+    }
+    tw_transport_unref(&s->base);
+    if (last)
+        tw_transport_unref(&s->base); /* the request's reference */
+}
+
 static void on_io(tw_io *io, unsigned events)
 {
     struct tw__stream *s = container_of(io, struct tw__stream, io);
@@ -719,7 +1268,7 @@ static int stream_lose_connection(tw_transport *t)
     if (s->flags & F_CLOSING)
         return 0;
     s->flags |= F_DISCONNECTING;
-    if (tw_wqueue_is_empty(&s->queue)) {
+    if (out_size(s) == 0) {
         schedule_loss(s, TW_ECONNDONE);
         return 0;
     }
@@ -886,7 +1435,7 @@ static int stream_register_producer(tw_transport *t, tw_producer *producer, bool
     tw_transport_ref(t);
     if (!streaming) {
         producer->ops->resume_producing(producer);
-    } else if (tw_wqueue_size(&s->queue) > x->high) {
+    } else if (out_size(s) > x->high) {
         x->producer_paused = true;
         producer->ops->pause_producing(producer);
     }
@@ -907,7 +1456,7 @@ static int stream_unregister_producer(tw_transport *t)
 static size_t stream_write_buffer_size(const tw_transport *t)
 {
     const struct tw__stream *s = S(t);
-    return (s->flags & F_LOST) ? 0 : tw_wqueue_size(&s->queue);
+    return (s->flags & F_LOST) ? 0 : out_size(s);
 }
 
 static int stream_set_write_buffer_limits(tw_transport *t, size_t high, size_t low)
@@ -928,7 +1477,11 @@ static int stream_set_write_buffer_limits(tw_transport *t, size_t high, size_t l
 static void stream_destroy(tw_transport *t)
 {
     struct tw__stream *s = S(t);
+    tw_wqueue_clear(&s->queue); /* empty unless a reactor was freed under it */
     drop_batches(s);
+    slot_drop(s);
+    if (X(s))
+        tw_free(X(s)->stash);
     tw_free(s->io.data);
     tw_free(s);
 }
@@ -1006,7 +1559,25 @@ int tw__stream_open(tw_reactor *r, int fd, tw_protocol *p, tw_transport **out)
         tw_io_init(&s->io, fd, on_io, NULL);
         tw_wqueue_init(&s->queue);
         s->flags = is_unix ? F_UNIX : 0;
-        rc = tw_reactor_add_reader(r, &s->io);
+        rc = TW_ENOTSUP;
+        if (!is_unix && tw__reactor_cq(r)) {
+            s->flags |= F_CQ;
+            s->cq.target = (struct tw__cq_target){.complete = cq_complete};
+            s->cq.slot = -1;
+            s->cq.slot_len = s->cq.slot_off = 0;
+            slab_ensure();
+            tw_transport_ref(&s->base); /* cq_update's failure path drops one */
+            rc = cq_update(s);
+            tw_transport_unref(&s->base);
+            if (rc < 0) {
+                /* No completions for this one (no buffer ring): readiness. */
+                cq_count(s, false);
+                tw_io_init(&s->io, fd, on_io, NULL);
+                s->flags = 0;
+            }
+        }
+        if (rc < 0)
+            rc = tw_reactor_add_reader(r, &s->io);
     }
     if (rc < 0) {
         close(fd);

@@ -4,11 +4,29 @@
 #ifndef TWINE_SRC_NET_STREAM_H
 #define TWINE_SRC_NET_STREAM_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <twine/buffer.h>
 #include <twine/reactor.h>
 #include <twine/transport.h>
+
+#include "reactor/completion.h"
+
+/* A connection that reads and writes through completions (completion.h) is
+ * never a watcher: the members of its tw_io that only the reactor uses hold
+ * its completion target instead, and fd and data stay where they are. */
+struct tw__stream_cq {
+    int fd;                      /* io.fd */
+    void (*unused)(void);        /* io.fn */
+    void *data;                  /* io.data */
+    struct tw__cq_target target; /* io.reactor, io.events, io.backend */
+    int32_t slot;                /* io.seq: a send slot held (stream.c), or -1 */
+    uint32_t slot_len, slot_off; /* its bytes, and how many are sent */
+};
+_Static_assert(offsetof(struct tw__stream_cq, fd) == offsetof(tw_io, fd), "fd overlays");
+_Static_assert(offsetof(struct tw__stream_cq, data) == offsetof(tw_io, data), "data overlays");
+_Static_assert(sizeof(struct tw__stream_cq) <= sizeof(tw_io), "fits in a tw_io");
 
 /* One open (or lost, still referenced) TCP or Unix stream connection.
  *
@@ -20,11 +38,14 @@
  * io by container_of). */
 struct tw__stream {
     tw_transport base; /* first: a tw_transport * is a struct tw__stream * */
-    tw_io io;          /* io.data: struct stream_extra *, or NULL */
-    tw_handle handle;  /* registered while open: reactor shutdown closes it */
-    tw_wqueue queue;   /* what the kernel has not taken yet */
-    uint32_t flags;    /* F_* in stream.c */
-    int32_t reason;    /* the code of a loss decided but not yet delivered */
+    union {
+        tw_io io;                /* io.data: struct stream_extra *, or NULL */
+        struct tw__stream_cq cq; /* completion mode (F_CQ in stream.c) */
+    };
+    tw_handle handle; /* registered while open: reactor shutdown closes it */
+    tw_wqueue queue;  /* what the kernel has not taken yet */
+    uint32_t flags;   /* F_* in stream.c */
+    int32_t reason;   /* the code of a loss decided but not yet delivered */
 };
 
 #endif

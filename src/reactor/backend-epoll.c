@@ -1,4 +1,4 @@
-/* The epoll backend (Linux default).
+/* The epoll backend (the default without io_uring, and its fall back).
  *
  * Each registration carries the watcher's fd and the low 32 bits of its
  * sequence number (given anew each time a watcher enters the reactor). An

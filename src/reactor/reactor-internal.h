@@ -5,6 +5,8 @@
  *   backend-epoll.c    \
  *   backend-poll.c      > one readiness backend each, behind struct tw__backend
  *   backend-select.c   /
+ *   backend-uring.c    io_uring: readiness through poll requests, and the
+ *                      completion operations of completion.h
  *   clock.c            timers, delayed calls, manual clocks (clock-internal.h)
  *   signal.c           signal watches and the default SIGINT/SIGTERM handling
  *   wakeup.c           tw_reactor_call_from_thread: queue + eventfd wakeup
@@ -24,13 +26,13 @@
 
 /* ---- The backend seam.
  *
- * Today every backend is a readiness backend: the reactor asks it to watch
- * fds and it reports which are ready. A completion backend (io_uring) fits
- * the same seam: it implements these readiness operations with multishot
- * poll requests, and will add optional operation hooks (accept, recv into
- * provided buffers, send, connect) that transports use when present and that
- * the readiness backends leave NULL, the transport then emulating them with
- * readiness plus the syscall. */
+ * Every backend implements readiness: the reactor asks it to watch fds and
+ * it reports which are ready. A completion backend (io_uring) implements
+ * readiness with poll requests, and also offers the operations of
+ * completion.h (multishot accept and receive into shared buffers, send,
+ * connect, cancel, close) through r->cq, which transports use when it is set
+ * (the readiness backends leave it NULL, and transports then do the same
+ * work with readiness plus the syscall). */
 struct tw__backend {
     const char *name;
     /* Sets r->backend_state. Returns 0 or a negative error. */
@@ -52,6 +54,11 @@ struct tw__backend {
 extern const struct tw__backend tw__backend_epoll;
 extern const struct tw__backend tw__backend_poll;
 extern const struct tw__backend tw__backend_select;
+#ifdef TWINE_HAVE_LIBURING
+/* Its init returns TW_ENOTSUP (and logs why) where the kernel refuses
+ * io_uring; tw_reactor_new then uses epoll. */
+extern const struct tw__backend tw__backend_uring;
+#endif
 
 /* Called by backends: delivers to io the part of `events` it asks for (its
  * io->events); returns 1 if that was not empty and fn ran, else 0. The
@@ -70,6 +77,7 @@ bool tw__reactor_on_owner_thread(const tw_reactor *r);
 /* ---- Hooks into wakeup.c (call_from_thread). */
 struct tw__wakeup;
 struct tw__net_hooks;
+struct tw__cq_ops;
 int tw__wakeup_init(tw_reactor *r, struct tw__wakeup **out);
 /* Refuses further calls (TW_ESHUTDOWN) from now on; queued calls stay queued.
  * tw_reactor_free does this before it joins the thread pool, so a worker that
@@ -166,6 +174,8 @@ struct tw_reactor {
     tw_handle handles; /* sentinel of the list of registered handles */
     size_t handle_count;
     const struct tw__net_hooks *net_hooks; /* src/net/net-internal.h; opaque here */
+    const struct tw__cq_ops *cq;           /* completion.h: set by a completion backend */
+    size_t cq_readers, cq_writers;         /* tw__reactor_count_io */
 
     pthread_mutex_t pool_lock; /* guards pool and pool_max */
     tw_threadpool *pool;

@@ -22,6 +22,7 @@
 #include <twine/error.h>
 #include <twine/log.h>
 
+#include "reactor/completion.h"
 #include "reactor/reactor-internal.h"
 
 #define NS "twine.reactor"
@@ -46,9 +47,20 @@ struct tw__wait {
     int refs;
 };
 
+#ifdef TWINE_HAVE_LIBURING
+static const char *const backend_names[] = {"epoll", "poll", "select", "io_uring", NULL};
+static const struct tw__backend *const backends[] = {&tw__backend_epoll, &tw__backend_poll,
+                                                     &tw__backend_select, &tw__backend_uring};
+#define BACKEND_LIST "epoll, poll, select, io_uring"
+/* Where the kernel refuses it, tw_reactor_new falls back to epoll. */
+#define DEFAULT_BACKEND "io_uring"
+#else
 static const char *const backend_names[] = {"epoll", "poll", "select", NULL};
 static const struct tw__backend *const backends[] = {&tw__backend_epoll, &tw__backend_poll,
                                                      &tw__backend_select};
+#define BACKEND_LIST    "epoll, poll, select"
+#define DEFAULT_BACKEND "epoll"
+#endif
 
 const char *const *tw_reactor_backends(void)
 {
@@ -68,14 +80,14 @@ static int pick_backend(const tw_reactor_options *options, const struct tw__back
     if (!name || !*name)
         name = getenv("TWINE_REACTOR");
     if (!name || !*name)
-        name = "epoll";
+        name = DEFAULT_BACKEND;
     for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++) {
         if (strcmp(backends[i]->name, name) == 0) {
             *out = backends[i];
             return 0;
         }
     }
-    tw_log_error(NS, "unknown reactor backend \"%s\" (this build has epoll, poll, select)", name);
+    tw_log_error(NS, "unknown reactor backend \"%s\" (this build has " BACKEND_LIST ")", name);
     return TW_EUNKNOWNBACKEND;
 }
 
@@ -113,6 +125,12 @@ int tw_reactor_new(tw_reactor **out, const tw_reactor_options *options)
         goto fail_clock;
     }
     rc = backend->init(r);
+    if (rc == TW_ENOTSUP && backend != &tw__backend_epoll) {
+        /* io_uring refused by the kernel (its init logged why). */
+        r->backend = backend = &tw__backend_epoll;
+        r->cq = NULL;
+        rc = backend->init(r);
+    }
     if (rc < 0)
         goto fail_backend;
     rc = tw__wakeup_init(r, &r->wakeup);
@@ -638,6 +656,17 @@ void tw__reactor_set_net_hooks(tw_reactor *r, const struct tw__net_hooks *hooks)
     r->net_hooks = hooks;
 }
 
+const struct tw__cq_ops *tw__reactor_cq(const tw_reactor *r)
+{
+    return r->cq;
+}
+
+void tw__reactor_count_io(tw_reactor *r, int readers, int writers)
+{
+    r->cq_readers += (size_t)(ptrdiff_t)readers;
+    r->cq_writers += (size_t)(ptrdiff_t)writers;
+}
+
 /* disconnectAll. The list is detached first so that handles registered by a
  * close function (a client reconnecting, say) are left for later instead of
  * being closed in an endless loop. */
@@ -838,8 +867,8 @@ void tw_reactor_get_state(tw_reactor *r, tw_reactor_state *out)
 {
     *out = (tw_reactor_state){
         .delayed_calls = tw_clock_pending(r->clock),
-        .readers = r->readers,
-        .writers = r->writers,
+        .readers = r->readers + r->cq_readers,
+        .writers = r->writers + r->cq_writers,
         .signal_watches = tw__signals_count(r->signals),
         .thread_calls = tw__wakeup_pending(r->wakeup),
         .triggers = r->trigger_count,

@@ -51,8 +51,9 @@ static const tw_plugin_option launcher_options[] = {
      "Log to FILE, reopened on SIGHUP (\"-\": standard output, \"+\": standard error).", "-",
      false},
     {"reactor", 0, "NAME",
-     "The reactor backend: epoll, poll or select (default: $TWINE_REACTOR, else epoll).", NULL,
-     false},
+     "The reactor backend: io_uring, epoll, poll or select (default: $TWINE_REACTOR, else "
+     "io_uring, or epoll where the kernel refuses it).",
+     NULL, false},
     {"workers", 0, "N",
      "Serve from N worker processes sharing the listening sockets, restarted if they crash "
      "(0: serve in this process).",

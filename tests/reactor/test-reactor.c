@@ -8,7 +8,11 @@
 static const char *expected_backend(void)
 {
     const char *env = getenv("TWINE_REACTOR");
+#ifdef TWINE_HAVE_LIBURING
+    return env && *env ? env : "io_uring";
+#else
     return env && *env ? env : "epoll";
+#endif
 }
 
 /* ---- Backends and creation */
@@ -21,12 +25,16 @@ TW_REACTOR_TEST(reactor, backend_from_environment)
 TW_TEST(reactor, backend_list)
 {
     const char *const *names = tw_reactor_backends();
-    const char *want[] = {"epoll", "poll", "select"};
+    const char *want[] = {"epoll", "poll", "select", "io_uring"};
     size_t n = 0;
     while (names[n])
         n++;
+#ifdef TWINE_HAVE_LIBURING
+    cr_assert_eq(n, 4);
+#else
     cr_assert_eq(n, 3);
-    for (size_t i = 0; i < 3; i++)
+#endif
+    for (size_t i = 0; i < n; i++)
         cr_assert_str_eq(names[i], want[i]);
 }
 
