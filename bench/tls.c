@@ -17,6 +17,13 @@
  *              echo-server ssl: against nginx (Debian's, one worker) with
  *              the same certificate, when nginx is installed
  *
+ * TLS 1.3 servers run the record layer themselves after the handshake
+ * (src/tls/record.c). echo and idle also measure the TLS server with that
+ * switched on and off (tw__tls_set_own_record_layer), each served by
+ * `bench-tls --serve` as echo-server serves, with the same library
+ * (echo-server itself runs the default, on): tls_own_* against
+ * tls_openssl_*.
+ *
  * Certificates are made with the openssl command in a temporary directory.
  * Best of REPS runs each. Prints one JSON line. `bench-tls [echo] [idle]
  * [handshake]` runs only the measures named; BENCH_TLS_WRAP="perf record
@@ -39,6 +46,10 @@
 #include <twine/error.h>
 #include <twine/reactor.h>
 #include <twine/tls.h>
+
+#include "tls/tls-internal.h"
+
+#include "../examples/serve.h"
 
 #define ECHO_CONNS      50
 #define IDLE_CONNS      2000
@@ -96,8 +107,17 @@ static bool accepts(unsigned port)
     return ok;
 }
 
-/* echo-server DESCRIPTION --quiet; its first line says the port. */
-static void start_echo_server(struct server *s, bool tls)
+static void inproc_data(tw_protocol *p, const char *data, size_t len)
+{
+    tw_transport_write(p->transport, data, len);
+}
+
+static const tw_protocol_ops inproc_ops = {.data_received = inproc_data};
+
+/* echo-server DESCRIPTION --quiet, or (inproc 0 / 1) the same served by
+ * `bench-tls --serve DESCRIPTION off|on` (the own TLS 1.3 record layer off /
+ * on); its first line says the port. */
+static void start_server(struct server *s, bool tls, int inproc)
 {
     char desc[512], exe[4200];
     if (tls)
@@ -117,6 +137,13 @@ static void start_echo_server(struct server *s, bool tls)
         close(fds[0]);
         int null = open("/dev/null", O_WRONLY);
         dup2(null, 2);
+        if (inproc >= 0) {
+            /* A fresh process (a forked one would carry this one's heap). */
+            char self[4200];
+            snprintf(self, sizeof self, "%s/bench-tls", bindir);
+            execl(self, self, "--serve", desc, inproc ? "on" : "off", (char *)NULL);
+            _exit(127);
+        }
         /* BENCH_TLS_WRAP runs the server under a profiler, say "perf record -o F --". */
         const char *wrap = getenv("BENCH_TLS_WRAP");
         if (wrap && *wrap) {
@@ -392,11 +419,16 @@ struct echo_figures {
     double rps, cpu_us; /* round trips per second; server CPU µs per round trip */
 };
 
-static struct echo_figures echo_run(tw_reactor *r, bool tls)
+static void start_echo_server(struct server *s, bool tls)
+{
+    start_server(s, tls, -1);
+}
+
+static struct echo_figures echo_run(tw_reactor *r, bool tls, int inproc)
 {
     struct server s;
     struct run run;
-    start_echo_server(&s, tls);
+    start_server(&s, tls, inproc);
     run_init(&run, r, s.port, tls, ECHO_LOOP);
     for (int i = 0; i < ECHO_CONNS; i++)
         start_one(&run);
@@ -416,13 +448,16 @@ static struct echo_figures echo_run(tw_reactor *r, bool tls)
     return (struct echo_figures){rounds / dt, cpu / (double)(rounds ? rounds : 1) * 1e6};
 }
 
-/* kind: 0 echo-server tcp:, 1 echo-server ssl:, 2 nginx (TLS) */
+/* kind: 0 echo-server tcp:, 1 echo-server ssl:, 2 nginx (TLS), 3 / 4 the
+ * in-process TLS server with the own record layer off / on */
 static double idle_run(tw_reactor *r, int kind)
 {
     struct server s;
     struct run run;
     if (kind == 2)
         start_nginx(&s);
+    else if (kind >= 3)
+        start_server(&s, true, kind - 3);
     else
         start_echo_server(&s, kind == 1);
     run_init(&run, r, s.port, kind != 0, ONE_ROUND);
@@ -489,6 +524,12 @@ static bool have_nginx(void)
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
+    if (argc == 4 && strcmp(argv[1], "--serve") == 0) {
+        tw__tls_set_own_record_layer(strcmp(argv[3], "on") == 0);
+        tw_factory factory;
+        tw_factory_init(&factory, NULL, &inproc_ops, 0, NULL);
+        return serve("bench-tls", argv[2], &factory);
+    }
     ssize_t n = readlink("/proc/self/exe", bindir, sizeof bindir - 1);
     if (n <= 0)
         return 1;
@@ -524,9 +565,18 @@ int main(int argc, char **argv)
     if (tw_reactor_new(&r, NULL) < 0)
         return 1;
 
-    struct echo_figures tcp = {0, 1e9}, tls = {0, 1e9};
+    struct echo_figures tcp = {0, 1e9}, tls = {0, 1e9}, own = {0, 1e9}, ossl = {0, 1e9};
     for (int i = 0; want_echo && i < REPS; i++) {
-        struct echo_figures a = echo_run(r, false), b = echo_run(r, true);
+        struct echo_figures a = echo_run(r, false, -1), b = echo_run(r, true, -1);
+        struct echo_figures c = echo_run(r, true, 1), d = echo_run(r, true, 0);
+        if (c.rps > own.rps)
+            own.rps = c.rps;
+        if (c.cpu_us < own.cpu_us)
+            own.cpu_us = c.cpu_us;
+        if (d.rps > ossl.rps)
+            ossl.rps = d.rps;
+        if (d.cpu_us < ossl.cpu_us)
+            ossl.cpu_us = d.cpu_us;
         if (a.rps > tcp.rps)
             tcp.rps = a.rps;
         if (a.cpu_us < tcp.cpu_us)
@@ -537,9 +587,14 @@ int main(int argc, char **argv)
             tls.cpu_us = b.cpu_us;
     }
     bool nginx = have_nginx();
-    double idle_tcp = 1e18, idle_tls = 1e18, idle_nginx = 1e18;
+    double idle_tcp = 1e18, idle_tls = 1e18, idle_nginx = 1e18, idle_own = 1e18, idle_ossl = 1e18;
     for (int i = 0; want_idle && i < 2; i++) {
         double a = idle_run(r, 0), b = idle_run(r, 1), c = nginx ? idle_run(r, 2) : 0;
+        double d = idle_run(r, 4), e = idle_run(r, 3);
+        if (d < idle_own)
+            idle_own = d;
+        if (e < idle_ossl)
+            idle_ossl = e;
         if (a < idle_tcp)
             idle_tcp = a;
         if (b < idle_tls)
@@ -573,6 +628,11 @@ int main(int argc, char **argv)
            "\"handshake_conns\":%d,\"twine_handshakes_s\":%.0f,\"twine_handshake_cpu_us\":%.1f",
            ECHO_CONNS, tcp.rps, tls.rps, tcp.cpu_us, tls.cpu_us, tls.cpu_us / tcp.cpu_us,
            IDLE_CONNS, idle_tcp, idle_tls, HANDSHAKE_CONNS, hs_tw.hps, hs_tw.cpu_us);
+    printf(",\"tls_own_rps\":%.0f,\"tls_own_server_cpu_us\":%.2f,\"tls_openssl_rps\":%.0f,"
+           "\"tls_openssl_server_cpu_us\":%.2f,\"own_cpu_ratio\":%.2f,\"openssl_cpu_ratio\":%.2f,"
+           "\"tls_own_idle_bytes\":%.0f,\"tls_openssl_idle_bytes\":%.0f",
+           own.rps, own.cpu_us, ossl.rps, ossl.cpu_us, own.cpu_us / tcp.cpu_us,
+           ossl.cpu_us / tcp.cpu_us, idle_own, idle_ossl);
     if (nginx)
         printf(",\"nginx_handshakes_s\":%.0f,\"nginx_handshake_cpu_us\":%.1f,"
                "\"handshake_cpu_ratio\":%.2f,\"nginx_tls_idle_bytes\":%.0f",

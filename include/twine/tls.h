@@ -36,7 +36,10 @@
  *   whenever they drain, so an idle connection holds none; a busy one (32
  *   reads and writes within a second) keeps them until a second passes with
  *   less traffic. What stays is OpenSSL's own per-connection state, about
- *   14 KB for a TLS 1.3 connection (docs/benchmarks.md).
+ *   14 KB for a TLS 1.3 connection; but a TLS 1.3 server connection runs the
+ *   record layer itself once the handshake is done (with OpenSSL's ciphers)
+ *   and frees OpenSSL's state, keeping its keys (a few hundred bytes) and
+ *   cipher contexts only while busy (docs/benchmarks.md).
  *
  * Everything here runs on the connection's reactor thread, except contexts,
  * which are immutable once made (reload swaps them atomically) and may be

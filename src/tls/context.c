@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -280,6 +281,46 @@ static SSL_CTX *ctx_base(tw_tls_context *ctx, tw_failure **failure, int *rc)
     return sc;
 }
 
+static int hex_digit(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* OpenSSL hands every secret it derives to the keylog callback as an NSS
+ * key log line ("LABEL <client random> <secret>", hex): the application
+ * traffic secrets go to the connection, which may run the TLS 1.3 record
+ * layer itself once the handshake is done (tls.c). Nothing is written
+ * anywhere. */
+static void keylog_cb(const SSL *s, const char *line)
+{
+    static const char client[] = "CLIENT_TRAFFIC_SECRET_0 ", server[] = "SERVER_TRAFFIC_SECRET_0 ";
+    bool is_client = strncmp(line, client, sizeof client - 1) == 0;
+    if (!is_client && strncmp(line, server, sizeof server - 1) != 0)
+        return;
+    const char *p = strchr(line + sizeof client - 1, ' ');
+    if (!p)
+        return;
+    p++;
+    uint8_t secret[64];
+    size_t n = 0;
+    while (n < sizeof secret && p[0] && p[1]) {
+        int hi = hex_digit(p[0]), lo = hex_digit(p[1]);
+        if (hi < 0 || lo < 0)
+            break;
+        secret[n++] = (uint8_t)(hi << 4 | lo);
+        p += 2;
+    }
+    if (*p == '\0' && n > 0)
+        tw__tls_conn_secret(s, is_client, secret, n);
+    OPENSSL_cleanse(secret, sizeof secret);
+}
+
 static SSL_CTX *server_ctx(tw_tls_context *ctx, const char *cert, const char *key,
                            tw_failure **failure, int *rc)
 {
@@ -288,6 +329,10 @@ static SSL_CTX *server_ctx(tw_tls_context *ctx, const char *cert, const char *ke
         return NULL;
     static const unsigned char sid_ctx[] = "twine";
     SSL_CTX_set_session_id_context(sc, sid_ctx, sizeof sid_ctx - 1);
+    /* Every SSL_CTX of a server (SNI ones too: the callback is the current
+     * SSL_CTX's) hands the traffic secrets over. No user-facing key log
+     * exists to chain to. */
+    SSL_CTX_set_keylog_callback(sc, keylog_cb);
     if ((*rc = load_cert_key(sc, cert, key, failure)) < 0)
         goto err;
     if (ctx->extra_chain_file && (*rc = load_extra_chain(sc, ctx->extra_chain_file, failure)) < 0)

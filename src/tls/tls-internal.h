@@ -26,6 +26,25 @@ double tw__tls_context_handshake_timeout(const tw_tls_context *ctx);
  * into buf: "prefix: reason". */
 void tw__tls_error_text(char *buf, size_t size, const char *prefix);
 
+/* From the server contexts' keylog callback: one of the application
+ * traffic secrets (CLIENT_ or SERVER_TRAFFIC_SECRET_0) of connection s. */
+void tw__tls_conn_secret(const SSL *s, bool client, const uint8_t *secret, size_t len);
+
+/* For tests and benchmarks: whether server connections that complete a TLS
+ * 1.3 handshake run the record layer themselves and free their SSL (on by
+ * default). Read when a handshake completes. */
+void tw__tls_set_own_record_layer(bool on);
+
+/* For tests: the TLS connection under t runs its records itself (its SSL
+ * is freed). */
+bool tw__tls_own_records(const tw_transport *t);
+
+/* For tests: the connection's SSL (NULL once freed). */
+SSL *tw__tls_ssl(const tw_transport *t);
+
+/* For tests: the connection (own record layer) holds cipher contexts. */
+bool tw__tls_holds_cipher_ctx(const tw_transport *t);
+
 /* For tests: the TLS connection under t resumed a session. */
 bool tw__tls_session_reused(const tw_transport *t);
 

@@ -162,6 +162,73 @@ class EchoServerSsl(unittest.TestCase):
         status, out, err = srv.stop()
         self.assertEqual(status, 0, err)
 
+    def s_client_session(self, port, extra, steps):
+        """openssl s_client -msg to port, fed the lines in steps one at a time
+        (a pause after each, so s_client reads each alone: k asks it for a
+        KeyUpdate, K for one that requests ours). Returns its whole output."""
+        cl = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{port}",
+                               "-CAfile", path("ca.pem"), "-msg", *extra],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+        pause = 1.0 if ex.VALGRIND else 0.25
+        time.sleep(pause * 2)  # the handshake
+        for step in steps:
+            cl.stdin.write(step + "\n")
+            cl.stdin.flush()
+            time.sleep(pause)
+        time.sleep(pause * 2)  # the last echo, before stdin's end closes
+        return cl.communicate(timeout=TIMEOUT)[0]
+
+    def test_openssl_s_client_each_tls13_suite_with_key_updates(self):
+        # The server runs TLS 1.3's record layer itself after the handshake:
+        # each suite, several round trips, s_client's KeyUpdate (k) and
+        # KeyUpdate asking for ours (K) mid-session.
+        srv = ssl_server()
+        big = "y" * 6000
+        for suite in ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
+                      "TLS_CHACHA20_POLY1305_SHA256"):
+            steps = ["one", "k", "two", big, "K", "three", "K", "four", "five"]
+            text = self.s_client_session(srv.port, ["-ciphersuites", suite], steps)
+            self.assertIn(f"Cipher is {suite}", text)
+            for word in ("one", "two", big, "three", "four", "five"):
+                self.assertIn("\n" + word + "\n", text, suite)
+            self.assertEqual(text.count(">>> TLS 1.3, Handshake [length 0005], KeyUpdate"), 3,
+                             text)
+            # Our KeyUpdate answers each K, and only those.
+            self.assertEqual(text.count("<<< TLS 1.3, Handshake [length 0005], KeyUpdate"), 2,
+                             text)
+            self.assertNotIn("fatal", text.lower(), text)
+        status, out, err = srv.stop()
+        self.assertEqual(status, 0, err)
+
+    def test_openssl_s_client_tls12_stays_on_openssl(self):
+        srv = ssl_server()
+        text = self.s_client_session(srv.port, ["-tls1_2"], ["twelve", "again"])
+        self.assertIn("TLSv1.2", text)
+        self.assertIn("\ntwelve\n", text)
+        self.assertIn("\nagain\n", text)
+        status, out, err = srv.stop()
+        self.assertEqual(status, 0, err)
+
+    def test_python_ssl_client_many_round_trips(self):
+        srv = ssl_server()
+        ctx = ssl.create_default_context(cafile=path("ca.pem"))
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+                self.assertEqual(s.version(), "TLSv1.3")
+                for n in (1, 2, 500, 16383, 16384, 16385, 70000, 1, 3):
+                    data = bytes((i * 7) & 0xFF for i in range(n))
+                    s.sendall(data)
+                    got = b""
+                    while len(got) < n:
+                        chunk = s.recv(65536)
+                        self.assertTrue(chunk, "closed early")
+                        got += chunk
+                    self.assertEqual(got, data)
+                s.unwrap()
+        status, out, err = srv.stop()
+        self.assertEqual(status, 0, err)
+
     def test_python_ssl_client_tls12(self):
         srv = ssl_server()
         ctx = ssl.create_default_context(cafile=path("ca.pem"))
