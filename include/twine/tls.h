@@ -39,7 +39,10 @@
  *   14 KB for a TLS 1.3 connection; but a TLS 1.3 server connection runs the
  *   record layer itself once the handshake is done (with OpenSSL's ciphers)
  *   and frees OpenSSL's state, keeping its keys (a few hundred bytes) and
- *   cipher contexts only while busy (docs/benchmarks.md).
+ *   cipher contexts only while busy (docs/benchmarks.md). It stays on
+ *   OpenSSL's when a client negotiated max_fragment_length. It sends no
+ *   record padding: a RecordPadding set in openssl.cnf applies to the
+ *   handshake's records only (OpenSSL 3.0 has no call to read it back).
  *
  * Everything here runs on the connection's reactor thread, except contexts,
  * which are immutable once made (reload swaps them atomically) and may be

@@ -356,7 +356,54 @@ static int on_handshake(tw__tls13 *t, const uint8_t *p, size_t n, const tw__tls1
     return 0;
 }
 
-/* One whole record: decrypt into out, then act on its content. */
+/* OpenSSL's limits on records in a row that carry nothing. */
+#define MAX_EMPTY_RECORDS  32
+#define MAX_WARNING_ALERTS 5
+
+static int act_on_record(tw__tls13 *t, uint8_t type, const uint8_t *out, size_t len,
+                         const tw__tls13_sink *sink, void *arg, tw__tls13_error *err)
+{
+    if (len > TW__TLS13_MAX_PLAIN)
+        return fail(err, TW__TLS13_AL_RECORD_OVERFLOW, "a record with more than 2^14 bytes");
+    if ((t->hs_len || t->hs_body_pending) && type != TW__TLS13_CT_HANDSHAKE)
+        return fail(err, TW__TLS13_AL_UNEXPECTED_MESSAGE,
+                    "a record in the middle of a handshake message");
+    switch (type) {
+    case TW__TLS13_CT_APPDATA:
+        if (len == 0) {
+            if (++t->empty_records > MAX_EMPTY_RECORDS)
+                return fail(err, TW__TLS13_AL_UNEXPECTED_MESSAGE, "too many empty records");
+            return 0;
+        }
+        t->empty_records = t->warning_alerts = 0;
+        return sink->data(arg, out, len) ? 0 : TW__TLS13_STOPPED;
+    case TW__TLS13_CT_ALERT:
+        if (len != 2)
+            return fail(err, TW__TLS13_AL_DECODE_ERROR, "an alert of the wrong length");
+        if (out[1] == TW__TLS13_AL_CLOSE_NOTIFY) {
+            t->closed = true;
+            return TW__TLS13_CLOSED;
+        }
+        if (out[1] == TW__TLS13_AL_USER_CANCELED) {
+            if (++t->warning_alerts > MAX_WARNING_ALERTS)
+                return fail(err, TW__TLS13_AL_UNEXPECTED_MESSAGE, "too many warning alerts");
+            return 0;
+        }
+        err->send_alert = -1;
+        err->peer_alert = out[1];
+        err->why = "the peer sent an alert";
+        return TW_ETLS;
+    case TW__TLS13_CT_HANDSHAKE:
+        return on_handshake(t, out, len, sink, arg, err);
+    default:
+        return fail(err, TW__TLS13_AL_UNEXPECTED_MESSAGE,
+                    type == 20 ? "a protected ChangeCipherSpec"
+                               : "a record of an unknown content type");
+    }
+}
+
+/* One whole record: decrypt into out, then act on its content. No
+ * plaintext stays behind in out, whatever the outcome. */
 static int open_record(tw__tls13 *t, const uint8_t *hdr, const uint8_t *body, size_t blen,
                        uint8_t *out, const tw__tls13_sink *sink, void *arg, tw__tls13_error *err)
 {
@@ -378,49 +425,21 @@ static int open_record(tw__tls13 *t, const uint8_t *hdr, const uint8_t *body, si
         !EVP_DecryptUpdate(c, NULL, &n, hdr, TW__TLS13_HEADER) ||
         !EVP_DecryptUpdate(c, out, &n, body, (int)clen) || EVP_CIPHER_CTX_set_params(c, tp) != 1)
         return fail(err, TW__TLS13_AL_INTERNAL_ERROR, "the cipher failed");
-    if (EVP_DecryptFinal_ex(c, out + n, &m) <= 0)
-        return fail(err, TW__TLS13_AL_BAD_RECORD_MAC, "a record that does not decrypt (bad tag)");
-    t->rd.seq++;
-    size_t len = (size_t)n + (size_t)m;
-    while (len > 0 && out[len - 1] == 0)
-        len--;
-    if (len == 0)
-        return fail(err, TW__TLS13_AL_UNEXPECTED_MESSAGE, "a record with no content type");
-    uint8_t type = out[--len];
-    if (len > TW__TLS13_MAX_PLAIN)
-        return fail(err, TW__TLS13_AL_RECORD_OVERFLOW, "a record with more than 2^14 bytes");
-    if ((t->hs_len || t->hs_body_pending) && type != TW__TLS13_CT_HANDSHAKE)
-        return fail(err, TW__TLS13_AL_UNEXPECTED_MESSAGE,
-                    "a record in the middle of a handshake message");
-    int rc = 0;
-    switch (type) {
-    case TW__TLS13_CT_APPDATA:
-        if (len > 0 && !sink->data(arg, out, len))
-            rc = TW__TLS13_STOPPED;
-        break;
-    case TW__TLS13_CT_ALERT:
-        if (len != 2)
-            return fail(err, TW__TLS13_AL_DECODE_ERROR, "an alert of the wrong length");
-        if (out[1] == TW__TLS13_AL_CLOSE_NOTIFY) {
-            t->closed = true;
-            return TW__TLS13_CLOSED;
-        }
-        if (out[1] == TW__TLS13_AL_USER_CANCELED)
-            return 0;
-        err->send_alert = -1;
-        err->peer_alert = out[1];
-        err->why = "the peer sent an alert";
-        return TW_ETLS;
-    case TW__TLS13_CT_HANDSHAKE:
-        rc = on_handshake(t, out, len, sink, arg, err);
-        break;
-    default:
-        return fail(err, TW__TLS13_AL_UNEXPECTED_MESSAGE,
-                    type == 20 ? "a protected ChangeCipherSpec"
-                               : "a record of an unknown content type");
+    int rc;
+    if (EVP_DecryptFinal_ex(c, out + n, &m) <= 0) {
+        rc = fail(err, TW__TLS13_AL_BAD_RECORD_MAC, "a record that does not decrypt (bad tag)");
+        m = 0;
+    } else {
+        t->rd.seq++;
+        size_t len = (size_t)n + (size_t)m;
+        while (len > 0 && out[len - 1] == 0)
+            len--;
+        if (len == 0)
+            rc = fail(err, TW__TLS13_AL_UNEXPECTED_MESSAGE, "a record with no content type");
+        else
+            rc = act_on_record(t, out[len - 1], out, len - 1, sink, arg, err);
     }
-    /* No plaintext stays behind in the caller's buffer. */
-    OPENSSL_cleanse(out, (size_t)n + (size_t)m);
+    OPENSSL_cleanse(out, clen > (size_t)n + (size_t)m ? clen : (size_t)n + (size_t)m);
     return rc;
 }
 
@@ -432,8 +451,8 @@ static void drop_partial(tw__tls13 *t)
     t->hdr_len = 0;
 }
 
-int tw__tls13_read(tw__tls13 *t, const uint8_t *data, size_t len, uint8_t *scratch,
-                   const tw__tls13_sink *sink, void *arg, tw__tls13_error *err)
+static int read_records(tw__tls13 *t, const uint8_t *data, size_t len, uint8_t *scratch,
+                        const tw__tls13_sink *sink, void *arg, tw__tls13_error *err)
 {
     size_t at = 0, blen;
     int rc;
@@ -485,4 +504,20 @@ int tw__tls13_read(tw__tls13 *t, const uint8_t *data, size_t len, uint8_t *scrat
             return rc;
     }
     return t->closed ? TW__TLS13_CLOSED : 0;
+}
+
+int tw__tls13_read(tw__tls13 *t, const uint8_t *data, size_t len, uint8_t *scratch,
+                   const tw__tls13_sink *sink, void *arg, tw__tls13_error *err)
+{
+    /* A failure is final: a caller that reads on (a connection closing after
+     * its own close_notify, TLS inside TLS delivering the rest of its input)
+     * must not find a half-read record. */
+    if (t->failed)
+        return fail(err, -1, "the TLS connection already failed");
+    int rc = read_records(t, data, len, scratch, sink, arg, err);
+    if (rc < 0) {
+        t->failed = true;
+        drop_partial(t);
+    }
+    return rc;
 }

@@ -29,13 +29,15 @@
  * - outer records of type application_data (23), legacy version 0x0303,
  *   length at most 2^14 + 256 (else unexpected_message / decode_error /
  *   record_overflow), that decrypt (else bad_record_mac);
- * - inner plaintext (after the zero padding) of at most 2^14 + 1 bytes
- *   (record_overflow) with a content type (an all-zero plaintext:
- *   unexpected_message);
- * - application_data (may be empty);
+ * - a content type (an all-zero plaintext: unexpected_message) and at most
+ *   2^14 bytes of content once the zero padding and the type are removed
+ *   (record_overflow);
+ * - application_data (may be empty, but not more than 32 empty records in a
+ *   row: unexpected_message, as OpenSSL);
  * - alert: exactly two bytes (decode_error); close_notify ends the stream
- *   (TW__TLS13_CLOSED, later bytes ignored), user_canceled is ignored, any
- *   other ends it with the peer's alert reported;
+ *   (TW__TLS13_CLOSED, later bytes ignored), user_canceled is ignored (5 in a
+ *   row at most, as OpenSSL), any other ends it with the peer's alert
+ *   reported;
  * - handshake: KeyUpdate only (other messages: unexpected_message), length 1
  *   (decode_error), request 0 or 1 (illegal_parameter); a message may be
  *   split across records (no other record type may come in between:
@@ -101,6 +103,11 @@ typedef struct tw__tls13 {
     uint8_t hs_len;
     bool hs_body_pending; /* the header is complete; its 1-byte body is next */
     bool closed;          /* close_notify received: later bytes are ignored */
+    bool failed;          /* reading failed: every later read fails too */
+    /* Records in a row that carried nothing (empty application data, warning
+     * alerts): bounded as OpenSSL bounds them, so a flood of them ends the
+     * connection instead of keeping it busy. */
+    uint8_t empty_records, warning_alerts;
 } tw__tls13;
 
 /* Where the reader hands what it found. Each callback returns false to stop
@@ -149,7 +156,8 @@ bool tw__tls13_has_cipher_ctx(const tw__tls13 *t);
  * Returns 0 (all read; a partial record may be kept), TW__TLS13_STOPPED,
  * TW__TLS13_CLOSED (close_notify; the rest ignored, and every later call
  * returns TW__TLS13_CLOSED), TW_ENOMEM (the partial record's buffer; the
- * stream is broken: fail with internal_error), or TW_ETLS with *err set. */
+ * stream is broken: fail with internal_error), or TW_ETLS with *err set.
+ * A failure is final: every later call returns TW_ETLS. */
 int tw__tls13_read(tw__tls13 *t, const uint8_t *data, size_t len, uint8_t *scratch,
                    const tw__tls13_sink *sink, void *arg, tw__tls13_error *err);
 

@@ -41,6 +41,7 @@
  * connection_lost instead of the real transport's TW_ECONNDONE. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include <openssl/err.h>
@@ -106,7 +107,7 @@ static const tw_wrapper_hooks tls_hooks;
 #define TLS_BUSY_RECORDS  32
 #define TLS_BUSY_WINDOW_S 1.0
 
-static bool own_records_on = true;
+static atomic_bool own_records_on = true; /* set by tests and bench-tls before serving */
 
 void tw__tls_set_own_record_layer(bool on)
 {
@@ -256,6 +257,9 @@ static void note_traffic(tls_conn *c)
 static void fail_with(tls_conn *c, tw_failure *f)
 {
     if (c->failed || c->closed) {
+        /* Closing already (our close_notify went out): the reason stays, but
+         * nothing more is read (reading() checks failed). */
+        c->failed = true;
         tw_failure_unref(f);
         return;
     }
@@ -500,6 +504,10 @@ static const char *switch_to_own(tls_conn *c)
         return "OpenSSL holds input it read";
     if (c->wr_hdr_len || c->wr_body_left)
         return "OpenSSL wrote part of a record";
+    /* The client's max_fragment_length: records must stay that small. */
+    SSL_SESSION *sess = SSL_get0_session(c->ssl);
+    if (sess && SSL_SESSION_get_max_fragment_length(sess) != TLSEXT_max_fragment_length_DISABLED)
+        return "a max_fragment_length was negotiated";
     tw__tls13 *rl = tw_malloc(sizeof *rl);
     if (!rl)
         return "out of memory";
@@ -620,12 +628,14 @@ static void handshake_finished(tls_conn *c)
             tw_log_debug(LOG_NS, "TLS connection stays on OpenSSL's record layer: %s", why);
     }
     wipe_secrets(c);
+    /* What was written before goes first, then whatever handshake_completed
+     * writes. */
+    flush_pending(c);
+    if (!live(c))
+        return;
     tw_protocol *p = c->w.wrapped;
     if (p && c->w.wrapped_made && p->ops && p->ops->handshake_completed)
         p->ops->handshake_completed(p);
-    if (!live(c))
-        return;
-    flush_pending(c);
     if (c->close_requested && live(c))
         do_close(c);
 }

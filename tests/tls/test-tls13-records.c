@@ -16,6 +16,7 @@
  * ClientHello is not made yet. */
 
 static const char *client_suites; /* SSL_set_ciphersuites, or NULL */
+static uint8_t client_max_frag;   /* SSL_set_tlsext_max_fragment_length, or 0 */
 static uint8_t client_secret[48]; /* CLIENT_TRAFFIC_SECRET_0 */
 static size_t client_secret_len;
 static int key_updates_seen; /* KeyUpdate messages the client read */
@@ -53,6 +54,8 @@ static void hooked_made(tw_protocol *p)
     SSL_set_msg_callback(ssl, client_msg_cb);
     if (client_suites)
         cr_assert_eq(SSL_set_ciphersuites(ssl, client_suites), 1);
+    if (client_max_frag)
+        cr_assert_eq(SSL_set_tlsext_max_fragment_length(ssl, client_max_frag), 1);
     tt_made(p);
 }
 
@@ -845,6 +848,80 @@ TW_TEST(tls13, allocation_failure_at_the_switch)
     tt_pki_free(pki);
 }
 
+/* A client that negotiated max_fragment_length gets records no longer than
+ * that: the server stays on OpenSSL's record layer, which keeps to it. */
+TW_TEST(tls13, max_fragment_length_stays_on_openssl)
+{
+    tt_pki *pki = tt_pki_new();
+    struct mem m;
+    client_max_frag = TLSEXT_max_fragment_length_512;
+    mem_init(&m, pki);
+    mem_pump(&m);
+    client_max_frag = 0;
+    cr_assert_eq(m.side[0].hs, 1);
+    cr_assert_not(tw__tls_own_records(m.side[0].p->transport));
+    static char big[3000];
+    memset(big, 'm', sizeof big);
+    cr_assert_eq(tw_transport_write(m.side[0].p->transport, big, sizeof big), 0);
+    mem_pump(&m);
+    cr_assert_eq(m.side[1].lost, 0, "%s", m.side[1].lost_msg);
+    cr_assert_eq(m.side[1].got_len, sizeof big);
+    mem_finish(&m);
+    tt_pki_free(pki);
+}
+
+static void write_a_made(tw_protocol *p)
+{
+    tt_made(p);
+    cr_assert_eq(tw_transport_write(p->transport, "A", 1), 0);
+}
+
+static void write_b_hs(tw_protocol *p)
+{
+    tt_hs(p);
+    cr_assert_eq(tw_transport_write(p->transport, "B", 1), 0);
+}
+
+static const tw_protocol_ops order_ops = {
+    .connection_made = write_a_made,
+    .data_received = tt_data,
+    .connection_lost = tt_lost,
+    .handshake_completed = write_b_hs,
+    .free = tt_free,
+};
+
+/* Written before the handshake completed, then from handshake_completed:
+ * the peer reads them in that order. */
+TW_TEST(tls13, writes_keep_their_order_across_the_handshake)
+{
+    tt_pki *pki = tt_pki_new();
+    for (int side = 0; side < 2; side++) {
+        /* As mem_init, with the writing side's protocol the ordering one. */
+        struct mem m;
+        memset(&m, 0, sizeof m);
+        tt_side_init(&m.side[0]);
+        tt_side_init(&m.side[1]);
+        hook_client(&m.side[1]);
+        tw_factory_init(&m.side[side].f, NULL, &order_ops, sizeof(tw_protocol), NULL);
+        m.sctx = tt_server_ctx(&pki->server, NULL);
+        m.cctx = tt_client_ctx(pki, NULL);
+        cr_assert_eq(tw_tls_factory_init(&m.sf, m.sctx, &m.side[0].f, NULL), 0);
+        cr_assert_eq(tw_tls_factory_init(&m.cf, m.cctx, &m.side[1].f, NULL), 0);
+        for (int i = 0; i < 2; i++) {
+            tw_protocol *p = tw_factory_build_protocol(i ? &m.cf.wf.base : &m.sf.wf.base, NULL);
+            cr_assert(p);
+            cr_assert_eq(tw_string_transport_new(&m.st[i]), 0);
+            cr_assert_eq(tw_string_transport_connect(m.st[i], p), 0);
+        }
+        mem_pump(&m);
+        tt_side *peer = &m.side[!side];
+        cr_assert_eq(peer->got_len, 2, "side %d", side);
+        cr_assert_eq(memcmp(peer->got, "AB", 2), 0, "side %d: %.2s", side, peer->got);
+        mem_finish(&m);
+    }
+    tt_pki_free(pki);
+}
+
 /* ---- The record module alone */
 
 static bool count_data(void *arg, const uint8_t *p, size_t n)
@@ -907,4 +984,95 @@ TW_TEST(tls13, sequence_numbers_never_wrap_and_gcm_keys_wear_out)
     cr_assert_eq(tw__tls13_init(&t, 0x1304, a, b, 32, 0, 0), TW_EINVAL); /* CCM: not ours */
     cr_assert_eq(tw__tls13_init(&t, 0x1302, a, b, 32, 0, 0), TW_EINVAL); /* SHA-384 wants 48 */
     tw__tls13_cleanup(&t);
+}
+
+/* A bad header that arrived in pieces, then more bytes: the failure is
+ * final (no half-read record is read on). This is what a TLS connection
+ * inside another one meets: the outer one delivers the rest of its input
+ * after the inner one failed. Also after the partial buffer's allocation
+ * failed. */
+TW_TEST(tls13, a_failure_is_final)
+{
+    static const uint8_t a[32] = "a secret of thirty-two bytes...",
+                         b[32] = "another one, also 32 bytes.....";
+    static uint8_t scratch[TW__TLS13_MAX_CIPHER];
+    const tw__tls13_sink sink = {.data = count_data, .key_update_requested = refuse_update};
+    static const uint8_t bad[] = {22, 3, 3, 0, 10, 0xff};
+    tw__tls13 r;
+    cr_assert_eq(tw__tls13_init(&r, 0x1301, a, b, 32, 0, 0), 0);
+    size_t got = 0;
+    tw__tls13_error err;
+    cr_assert_eq(tw__tls13_read(&r, bad, 3, scratch, &sink, &got, &err), 0);
+    cr_assert_eq(tw__tls13_read(&r, bad + 3, 2, scratch, &sink, &got, &err), TW_ETLS);
+    cr_assert_eq(err.send_alert, TW__TLS13_AL_UNEXPECTED_MESSAGE);
+    cr_assert_eq(tw__tls13_read(&r, bad + 5, 1, scratch, &sink, &got, &err), TW_ETLS);
+    cr_assert_eq(tw__tls13_read(&r, bad, sizeof bad, scratch, &sink, &got, &err), TW_ETLS);
+    cr_assert_eq(got, 0);
+    tw__tls13_cleanup(&r);
+
+    /* The partial record's buffer cannot be had. */
+    static const uint8_t head[] = {23, 3, 3, 0, 40};
+    cr_assert_eq(tw__tls13_init(&r, 0x1301, a, b, 32, 0, 0), 0);
+    tw_testing_fail_alloc_after(0);
+    int rc = tw__tls13_read(&r, head, sizeof head, scratch, &sink, &got, &err);
+    tw_testing_fail_alloc_off();
+    cr_assert_eq(rc, TW_ENOMEM);
+    cr_assert_eq(tw__tls13_read(&r, head, 1, scratch, &sink, &got, &err), TW_ETLS);
+    tw__tls13_cleanup(&r);
+}
+
+/* Records that carry nothing are bounded as OpenSSL bounds them: 32 empty
+ * ones in a row, 5 warning alerts in a row; data in between resets both. */
+TW_TEST(tls13, floods_of_empty_records_and_warning_alerts_end)
+{
+    static const uint8_t a[32] = "a secret of thirty-two bytes...",
+                         b[32] = "another one, also 32 bytes.....";
+    static uint8_t scratch[TW__TLS13_MAX_CIPHER], rec[64 * (TW__TLS13_OVERHEAD + 8)];
+    const tw__tls13_sink sink = {.data = count_data, .key_update_requested = refuse_update};
+    static const uint8_t cancel[] = {1, 90};
+    struct {
+        uint8_t type;
+        const void *p;
+        size_t n;
+        int allowed;
+        const char *why;
+    } floods[] = {
+        {23, "", 0, 32, "too many empty records"},
+        {21, cancel, 2, 5, "too many warning alerts"},
+    };
+    for (size_t k = 0; k < 2; k++) {
+        for (int extra = 0; extra < 2; extra++) {
+            tw__tls13 w, r;
+            cr_assert_eq(tw__tls13_init(&w, 0x1303, b, a, 32, 0, 0), 0);
+            cr_assert_eq(tw__tls13_init(&r, 0x1303, a, b, 32, 0, 0), 0);
+            size_t len = 0;
+            /* Twice the limit with data between, then the limit (+ 1). */
+            for (int round = 0; round < 3; round++) {
+                int count = round < 2 ? floods[k].allowed : floods[k].allowed + extra;
+                for (int i = 0; i < count; i++) {
+                    struct iovec v = {(void *)floods[k].p, floods[k].n};
+                    tw__tls13_cursor cur = {&v, 1, 0, 0};
+                    len += (size_t)tw__tls13_seal(&w, floods[k].type, &cur, floods[k].n, rec + len);
+                }
+                if (round < 2) {
+                    struct iovec v = {(void *)"d", 1};
+                    tw__tls13_cursor cur = {&v, 1, 0, 0};
+                    len += (size_t)tw__tls13_seal(&w, 23, &cur, 1, rec + len);
+                }
+            }
+            size_t got = 0;
+            tw__tls13_error err;
+            int rc = tw__tls13_read(&r, rec, len, scratch, &sink, &got, &err);
+            cr_assert_eq(got, 2, "the data between the floods");
+            if (extra) {
+                cr_assert_eq(rc, TW_ETLS, "%s: one more than allowed", floods[k].why);
+                cr_assert_str_eq(err.why, floods[k].why);
+                cr_assert_eq(err.send_alert, TW__TLS13_AL_UNEXPECTED_MESSAGE);
+            } else {
+                cr_assert_eq(rc, 0, "%s: as many as allowed", floods[k].why);
+            }
+            tw__tls13_cleanup(&w);
+            tw__tls13_cleanup(&r);
+        }
+    }
 }
