@@ -655,32 +655,39 @@ static int cq_nop(tw_reactor *r, struct tw__cq_target *t, unsigned op)
     return 0;
 }
 
-static int cq_cancel(tw_reactor *r, struct tw__cq_target *t, unsigned op, bool now)
+/* An SQE for a request whose result nobody needs, or NULL with *rc as in
+ * request_sqe. */
+static struct io_uring_sqe *ignored_sqe(tw_reactor *r, int *rc)
 {
     struct uring_state *s = OPS_ST(r);
-    if (!s)
-        return TW_ESHUTDOWN;
-    struct io_uring_sqe *sqe = get_sqe(s);
+    struct io_uring_sqe *sqe = s ? get_sqe(s) : NULL;
+    if (sqe)
+        io_uring_sqe_set_data64(sqe, UD_IGNORE);
+    else
+        *rc = s ? TW_EBUSY : TW_ESHUTDOWN;
+    return sqe;
+}
+
+static int cq_cancel(tw_reactor *r, struct tw__cq_target *t, unsigned op, bool now)
+{
+    int rc;
+    struct io_uring_sqe *sqe = ignored_sqe(r, &rc);
     if (!sqe)
-        return TW_EBUSY;
+        return rc;
     io_uring_prep_cancel64(sqe, target_tag(t, op), IORING_ASYNC_CANCEL_ALL);
-    io_uring_sqe_set_data64(sqe, UD_IGNORE);
     if (now)
-        submit_now(s);
+        submit_now(ST(r));
     return 0;
 }
 
 static int cq_close(tw_reactor *r, int fd)
 {
-    struct uring_state *s = OPS_ST(r);
-    if (!s)
-        return TW_ESHUTDOWN;
-    struct io_uring_sqe *sqe = get_sqe(s);
+    int rc;
+    struct io_uring_sqe *sqe = ignored_sqe(r, &rc);
     if (!sqe)
-        return TW_EBUSY;
+        return rc;
     io_uring_prep_close(sqe, fd);
-    io_uring_sqe_set_data64(sqe, UD_IGNORE);
-    submit_now(s);
+    submit_now(ST(r));
     return 0;
 }
 
