@@ -1027,8 +1027,8 @@ TW_TEST(tls13, floods_of_empty_records_and_warning_alerts_end)
 {
     static const uint8_t a[32] = "a secret of thirty-two bytes...",
                          b[32] = "another one, also 32 bytes.....";
-    static uint8_t scratch[TW__TLS13_MAX_CIPHER],
-        rec[128 * (TW__TLS13_OVERHEAD + 8)] /* 3 floods of 33 and 2 data records at most */;
+    /* Room for 3 floods of 33 records and 2 data records. */
+    static uint8_t scratch[TW__TLS13_MAX_CIPHER], rec[128 * (TW__TLS13_OVERHEAD + 8)];
     const tw__tls13_sink sink = {.data = count_data, .key_update_requested = refuse_update};
     static const uint8_t cancel[] = {1, 90};
     struct {
