@@ -337,6 +337,15 @@ TW_TEST(uring, free_with_requests_in_flight_releases_the_connection)
     close(fds[1]);
 }
 
+/* An io_uring reactor whose sends all go zero copy, loopback included. */
+static tw_reactor *zero_copy_reactor(void)
+{
+    setenv("TWINE_IO_URING_ZC_MIN", "0", 1);
+    tw_reactor *r = uring_reactor();
+    unsetenv("TWINE_IO_URING_ZC_MIN");
+    return r;
+}
+
 static void count_release_fn(void *arg)
 {
     (*(int *)arg)++;
@@ -369,9 +378,7 @@ static char *drain_peer(tw_reactor *r, int fd, size_t want, size_t *len, bool *e
  * notification. */
 TW_TEST(uring, zero_copy_sends_deliver_and_release_once)
 {
-    setenv("TWINE_IO_URING_ZC_MIN", "0", 1);
-    tw_reactor *r = uring_reactor();
-    unsetenv("TWINE_IO_URING_ZC_MIN");
+    tw_reactor *r = zero_copy_reactor();
     int fds[2];
     tcp_pair(fds);
     struct rec x = {.hold = true};
@@ -411,9 +418,7 @@ TW_TEST(uring, zero_copy_without_lockable_memory_sends_copies)
 {
     /* The ring's creator is who the kernel charges pinned pages to. */
     as_nobody_with_memlock(1 << 20);
-    setenv("TWINE_IO_URING_ZC_MIN", "0", 1);
-    tw_reactor *r = uring_reactor();
-    unsetenv("TWINE_IO_URING_ZC_MIN");
+    tw_reactor *r = zero_copy_reactor();
     int fds[2];
     tcp_pair(fds);
     set_nonblock(fds[1]);
@@ -442,9 +447,7 @@ TW_TEST(uring, zero_copy_without_lockable_memory_sends_copies)
  * loses the connection with the error instead of sending again forever. */
 TW_TEST(uring, failed_zero_copy_send_loses_the_connection)
 {
-    setenv("TWINE_IO_URING_ZC_MIN", "0", 1);
-    tw_reactor *r = uring_reactor();
-    unsetenv("TWINE_IO_URING_ZC_MIN");
+    tw_reactor *r = zero_copy_reactor();
     int fds[2];
     tcp_pair(fds);
     struct rec x = {.hold = true};
