@@ -28,6 +28,7 @@
 #include <twine/log.h>
 #include <twine/net.h>
 
+#include "net/fdtransport.h"
 #include "process/process-internal.h"
 
 #define NS                              TW__PROCESS_NS
@@ -49,20 +50,11 @@ struct end {
     bool socket;     /* out: a socket, shut down for writing by a half-close */
 };
 
+/* The shared closing state's flags (fdtransport.h), and these. */
 enum {
-    F_PAUSED = 1u << 0,
-    F_READ_CLOSED = 1u << 1,
-    F_WRITE_SHUTTING = 1u << 2, /* lose_write_connection: flush, then shut */
-    F_WRITE_CLOSED = 1u << 3,
-    F_DISCONNECTING = 1u << 4, /* lose_connection (or end of file): flush, then end */
-    F_LOST_PENDING = 1u << 5,
-    F_LOST = 1u << 6,
-    F_PULL_PENDING = 1u << 7,  /* a file took a pull producer's write: ask it for more */
-    F_WLOST_PENDING = 1u << 8, /* the output failed inside a write: tell from `later` */
+    F_PULL_PENDING = TW__FD_OWN << 0,  /* a file took a pull producer's write: ask it for more */
+    F_WLOST_PENDING = TW__FD_OWN << 1, /* the output failed inside a write: tell from `later` */
 };
-
-#define F_NO_WRITE (F_WRITE_SHUTTING | F_WRITE_CLOSED | F_DISCONNECTING | F_LOST_PENDING | F_LOST)
-#define F_CLOSING  (F_DISCONNECTING | F_LOST_PENDING | F_LOST)
 
 struct stdio {
     tw_transport base;
@@ -70,11 +62,8 @@ struct stdio {
     tw_timer later;
     struct end in, out;
     tw_wqueue queue;
-    uint32_t flags;
-    int reason;
-    tw_producer *producer;
-    bool streaming, producer_paused;
-    size_t high, low;
+    struct tw__fd_state fd;
+    struct tw__flow flow;
 };
 
 static struct stdio *S(const tw_transport *t)
@@ -86,16 +75,16 @@ static struct stdio *S(const tw_transport *t)
 
 static bool want_read(const struct stdio *s)
 {
-    return !(s->flags & (F_PAUSED | F_READ_CLOSED | F_CLOSING));
+    return !(s->fd.flags & (TW__FD_PAUSED | TW__FD_READ_CLOSED | TW__FD_CLOSING));
 }
 
 /* Writable interest while something is queued, or while a half-close
  * waits (the shutdown then comes from the reactor). */
 static bool want_write(const struct stdio *s)
 {
-    if (s->flags & (F_LOST | F_LOST_PENDING | F_WRITE_CLOSED))
+    if (s->fd.flags & (TW__FD_GOING | TW__FD_WRITE_CLOSED))
         return false;
-    return !tw_wqueue_is_empty(&s->queue) || (s->flags & F_WRITE_SHUTTING);
+    return !tw_wqueue_is_empty(&s->queue) || (s->fd.flags & TW__FD_WRITE_SHUTTING);
 }
 
 static int update_interest(struct stdio *s)
@@ -106,15 +95,17 @@ static int update_interest(struct stdio *s)
         rc = want_read(s) ? tw_reactor_add_reader(r, &s->in.io)
                           : tw_reactor_remove_reader(r, &s->in.io);
     if (rc == 0 && s->out.mode == M_WATCH) {
-        bool out_open = !(s->flags & (F_LOST | F_LOST_PENDING | F_WRITE_CLOSED));
+        bool out_open = !(s->fd.flags & (TW__FD_GOING | TW__FD_WRITE_CLOSED));
         rc = (out_open && s->out.fifo) ? tw_reactor_add_reader(r, &s->out.io)
                                        : tw_reactor_remove_reader(r, &s->out.io);
         if (rc == 0)
             rc = want_write(s) ? tw_reactor_add_writer(r, &s->out.io)
                                : tw_reactor_remove_writer(r, &s->out.io);
     }
-    /* A file is read from `later`, one chunk per iteration. */
-    if (rc == 0 && s->in.mode == M_FILE && want_read(s))
+    /* A file is read from `later`, one chunk per iteration; and a half-close
+     * of a file, to which nothing is ever queued, is done there too. */
+    if (rc == 0 &&
+        ((s->in.mode == M_FILE && want_read(s)) || (s->out.mode == M_FILE && want_write(s))))
         tw_timer_start(&s->later, 0);
     return rc;
 }
@@ -133,10 +124,10 @@ static void release_end(struct end *e)
 
 static void finish(struct stdio *s, int code)
 {
-    if (s->flags & F_LOST)
+    if (s->fd.flags & TW__FD_LOST)
         return;
     tw_transport_ref(&s->base);
-    s->flags = (s->flags | F_LOST) & ~(uint32_t)F_LOST_PENDING;
+    s->fd.flags = (s->fd.flags | TW__FD_LOST) & ~(uint32_t)TW__FD_LOST_PENDING;
     tw_reactor *r = s->base.reactor;
     if (s->in.mode == M_WATCH)
         tw_reactor_remove_reader(r, &s->in.io);
@@ -149,10 +140,7 @@ static void finish(struct stdio *s, int code)
     release_end(&s->in);
     release_end(&s->out);
     tw_wqueue_clear(&s->queue);
-    tw_producer *prod = s->producer;
-    s->producer = NULL;
-    if (prod && prod->ops->stop_producing)
-        prod->ops->stop_producing(prod);
+    tw__flow_stop(&s->flow);
     tw_failure *reason = tw_failure_new(code, NULL, "standard I/O: %s", tw_strerror(code));
     tw_protocol *p = s->base.protocol;
     tw_protocol_connection_lost(p, reason);
@@ -166,10 +154,10 @@ static void finish(struct stdio *s, int code)
 /* From inside a call of the application: delivered by `later`. */
 static void schedule_loss(struct stdio *s, int code)
 {
-    if (s->flags & (F_LOST | F_LOST_PENDING))
+    if (s->fd.flags & TW__FD_GOING)
         return;
-    s->flags |= F_LOST_PENDING;
-    s->reason = code;
+    s->fd.flags |= TW__FD_LOST_PENDING;
+    s->fd.reason = code;
     if (code != TW_ECONNDONE)
         tw_wqueue_clear(&s->queue);
     update_interest(s); /* removals only */
@@ -211,7 +199,7 @@ static int write_all(int fd, const struct iovec *iov, int cnt)
 static int flush(struct stdio *s)
 {
     for (int round = 0; round < WRITES_PER_WAKEUP; round++) {
-        if (tw_wqueue_is_empty(&s->queue) || (s->flags & (F_LOST | F_LOST_PENDING)))
+        if (tw_wqueue_is_empty(&s->queue) || (s->fd.flags & TW__FD_GOING))
             return 0;
         struct iovec iov[IOV_MAX];
         int cnt = tw_wqueue_fill_iov(&s->queue, iov, IOV_MAX);
@@ -265,25 +253,17 @@ static int shut_output(struct stdio *s)
     return rc;
 }
 
-static void stop_producer(struct stdio *s)
-{
-    tw_producer *prod = s->producer;
-    s->producer = NULL;
-    if (prod && prod->ops->stop_producing)
-        prod->ops->stop_producing(prod);
-}
-
 /* write_connection_lost for an output that failed, from the reactor; the
  * end when the input is done too. */
 static void tell_output_lost(struct stdio *s)
 {
-    s->flags &= ~(uint32_t)F_WLOST_PENDING;
-    stop_producer(s);
-    if (s->flags & (F_LOST | F_LOST_PENDING))
+    s->fd.flags &= ~(uint32_t)F_WLOST_PENDING;
+    tw__flow_stop(&s->flow);
+    if (s->fd.flags & TW__FD_GOING)
         return;
     tw_protocol *p = s->base.protocol;
     p->ops->write_connection_lost(p);
-    if (!(s->flags & (F_LOST | F_LOST_PENDING)) && (s->flags & F_READ_CLOSED))
+    if (!(s->fd.flags & TW__FD_GOING) && (s->fd.flags & TW__FD_READ_CLOSED))
         finish(s, TW_ECONNDONE);
 }
 
@@ -295,10 +275,10 @@ static void tell_output_lost(struct stdio *s)
  * `later`. */
 static void output_lost(struct stdio *s, int code, bool inside)
 {
-    if (s->flags & (F_LOST | F_LOST_PENDING | F_WRITE_CLOSED))
+    if (s->fd.flags & (TW__FD_GOING | TW__FD_WRITE_CLOSED))
         return;
     tw_protocol *p = s->base.protocol;
-    if ((s->flags & F_DISCONNECTING) || !p->ops || !p->ops->write_connection_lost) {
+    if ((s->fd.flags & TW__FD_DISCONNECTING) || !p->ops || !p->ops->write_connection_lost) {
         if (inside)
             schedule_loss(s, code);
         else
@@ -306,11 +286,11 @@ static void output_lost(struct stdio *s, int code, bool inside)
         return;
     }
     tw_log_debug(NS, "standard I/O: the output is gone (%s); reading goes on", tw_strerror(code));
-    s->flags = (s->flags | F_WRITE_CLOSED) & ~(uint32_t)F_WRITE_SHUTTING;
+    s->fd.flags = (s->fd.flags | TW__FD_WRITE_CLOSED) & ~(uint32_t)TW__FD_WRITE_SHUTTING;
     tw_wqueue_clear(&s->queue);
     update_interest(s); /* removals only */
     if (inside) {
-        s->flags |= F_WLOST_PENDING;
+        s->fd.flags |= F_WLOST_PENDING;
         tw_timer_start(&s->later, 0); /* armed: moves without allocating */
         return;
     }
@@ -319,15 +299,15 @@ static void output_lost(struct stdio *s, int code, bool inside)
 
 static void after_drain(struct stdio *s)
 {
-    if (s->flags & (F_LOST | F_LOST_PENDING))
+    if (s->fd.flags & TW__FD_GOING)
         return;
     bool empty = tw_wqueue_is_empty(&s->queue);
-    if (empty && (s->flags & F_DISCONNECTING)) {
+    if (empty && (s->fd.flags & TW__FD_DISCONNECTING)) {
         finish(s, TW_ECONNDONE);
         return;
     }
-    if (empty && (s->flags & F_WRITE_SHUTTING)) {
-        s->flags = (s->flags | F_WRITE_CLOSED) & ~(uint32_t)F_WRITE_SHUTTING;
+    if (empty && (s->fd.flags & TW__FD_WRITE_SHUTTING)) {
+        s->fd.flags = (s->fd.flags | TW__FD_WRITE_CLOSED) & ~(uint32_t)TW__FD_WRITE_SHUTTING;
         int rc = shut_output(s);
         if (rc < 0) {
             finish(s, rc);
@@ -336,21 +316,13 @@ static void after_drain(struct stdio *s)
         tw_protocol *p = s->base.protocol;
         if (p->ops && p->ops->write_connection_lost)
             p->ops->write_connection_lost(p);
-        if (!(s->flags & (F_LOST | F_LOST_PENDING)) && (s->flags & F_READ_CLOSED))
+        if (!(s->fd.flags & TW__FD_GOING) && (s->fd.flags & TW__FD_READ_CLOSED))
             finish(s, TW_ECONNDONE);
         return;
     }
-    if (s->producer && !(s->flags & F_NO_WRITE) && tw_wqueue_size(&s->queue) <= s->low) {
-        tw_producer *prod = s->producer;
-        if (!s->streaming) {
-            prod->ops->resume_producing(prod);
-        } else if (s->producer_paused) {
-            s->producer_paused = false;
-            prod->ops->resume_producing(prod);
-        }
-        if (s->flags & (F_LOST | F_LOST_PENDING))
-            return;
-    }
+    if (!(s->fd.flags & TW__FD_NO_WRITE) && tw__flow_drained(&s->flow, tw_wqueue_size(&s->queue)) &&
+        (s->fd.flags & TW__FD_GOING))
+        return;
     int rc = update_interest(s);
     if (rc < 0)
         finish(s, rc);
@@ -363,17 +335,14 @@ static int queued(struct stdio *s)
         schedule_loss(s, rc);
         return 0;
     }
-    if (s->producer && s->streaming && !s->producer_paused && tw_wqueue_size(&s->queue) > s->high) {
-        s->producer_paused = true;
-        s->producer->ops->pause_producing(s->producer);
-    }
+    tw__flow_queued(&s->flow, tw_wqueue_size(&s->queue));
     return 0;
 }
 
 static int stdio_write_iov(tw_transport *t, const struct iovec *iov, int iovcnt)
 {
     struct stdio *s = S(t);
-    if (s->flags & F_NO_WRITE)
+    if (s->fd.flags & TW__FD_NO_WRITE)
         return TW_ENOTCONN;
     size_t total = 0;
     for (int i = 0; i < iovcnt; i++)
@@ -390,15 +359,14 @@ static int stdio_write_iov(tw_transport *t, const struct iovec *iov, int iovcnt)
         }
         /* Nothing is ever queued for a file, so no drain will ask a pull
          * producer for more: `later` does, once this call has returned. */
-        if (s->producer && !s->streaming) {
-            s->flags |= F_PULL_PENDING;
+        if (tw__flow_pull(&s->flow)) {
+            s->fd.flags |= F_PULL_PENDING;
             tw_timer_start(&s->later, 0); /* armed: moves without allocating */
         }
         return 0;
     }
     size_t done = 0;
-    bool pull = s->producer && !s->streaming;
-    if (tw_wqueue_is_empty(&s->queue) && !pull && iovcnt <= IOV_MAX) {
+    if (tw_wqueue_is_empty(&s->queue) && !tw__flow_pull(&s->flow) && iovcnt <= IOV_MAX) {
         ssize_t n = tw__pipe_writev(s->out.io.fd, iov, iovcnt);
         if (n < 0) {
             output_lost(s, (int)n, true);
@@ -428,9 +396,9 @@ static int stdio_write_zerocopy(tw_transport *t, const void *data, size_t len,
                                 tw_release_fn release, void *arg)
 {
     struct stdio *s = S(t);
-    if (s->flags & F_NO_WRITE)
+    if (s->fd.flags & TW__FD_NO_WRITE)
         return TW_ENOTCONN;
-    if (s->out.mode == M_FILE || len == 0 || (tw_wqueue_is_empty(&s->queue) && !s->producer)) {
+    if (s->out.mode == M_FILE || len == 0 || (tw_wqueue_is_empty(&s->queue) && !s->flow.producer)) {
         /* Written now (or as far as the kernel takes it, the rest copied). */
         int rc = stdio_write(t, data, len);
         if (rc == 0 && release)
@@ -445,20 +413,20 @@ static int stdio_write_zerocopy(tw_transport *t, const void *data, size_t len,
 
 static void on_eof(struct stdio *s)
 {
-    s->flags |= F_READ_CLOSED;
+    s->fd.flags |= TW__FD_READ_CLOSED;
     tw_protocol *p = s->base.protocol;
     if (!(p->ops && p->ops->read_connection_lost)) {
         /* Not half-closeable: what is queued still goes out (a pipeline
          * reading `prog < file` wants every answer), then the end. */
-        s->flags |= F_DISCONNECTING;
+        s->fd.flags |= TW__FD_DISCONNECTING;
         after_drain(s);
-        if (!(s->flags & (F_LOST | F_LOST_PENDING)))
+        if (!(s->fd.flags & TW__FD_GOING))
             update_interest(s);
         return;
     }
     update_interest(s);
     p->ops->read_connection_lost(p);
-    if (!(s->flags & (F_LOST | F_LOST_PENDING)) && (s->flags & F_WRITE_CLOSED))
+    if (!(s->fd.flags & TW__FD_GOING) && (s->fd.flags & TW__FD_WRITE_CLOSED))
         finish(s, TW_ECONNDONE);
 }
 
@@ -498,7 +466,7 @@ static void on_out(tw_io *io, unsigned events)
 {
     struct stdio *s = io->data;
     tw_transport_ref(&s->base);
-    if ((events & TW_IO_WRITE) && !(s->flags & (F_LOST | F_LOST_PENDING | F_WRITE_CLOSED))) {
+    if ((events & TW_IO_WRITE) && !(s->fd.flags & (TW__FD_GOING | TW__FD_WRITE_CLOSED))) {
         int rc = flush(s);
         if (rc < 0)
             output_lost(s, rc, false);
@@ -514,25 +482,24 @@ static void on_later(tw_timer *t)
 {
     struct stdio *s = container_of(t, struct stdio, later);
     tw_transport_ref(&s->base);
-    if (s->flags & F_LOST_PENDING) {
-        finish(s, s->reason);
-    } else if (s->out.mode == M_FILE && (s->flags & F_WRITE_SHUTTING)) {
+    if (s->fd.flags & TW__FD_LOST_PENDING) {
+        finish(s, s->fd.reason);
+    } else if (s->out.mode == M_FILE && (s->fd.flags & TW__FD_WRITE_SHUTTING)) {
         after_drain(s); /* nothing is ever queued for a file */
     }
-    if ((s->flags & F_WLOST_PENDING) && !(s->flags & F_LOST))
+    if ((s->fd.flags & F_WLOST_PENDING) && !(s->fd.flags & TW__FD_LOST))
         tell_output_lost(s);
-    if (s->flags & F_PULL_PENDING) {
-        s->flags &= ~(uint32_t)F_PULL_PENDING;
-        tw_producer *prod = s->producer;
-        if (prod && !s->streaming && !(s->flags & F_NO_WRITE))
-            prod->ops->resume_producing(prod);
+    if (s->fd.flags & F_PULL_PENDING) {
+        s->fd.flags &= ~(uint32_t)F_PULL_PENDING;
+        if (tw__flow_pull(&s->flow) && !(s->fd.flags & TW__FD_NO_WRITE))
+            s->flow.producer->ops->resume_producing(s->flow.producer);
     }
-    if (!(s->flags & (F_LOST | F_LOST_PENDING)) && s->in.mode == M_FILE && want_read(s)) {
+    if (!(s->fd.flags & TW__FD_GOING) && s->in.mode == M_FILE && want_read(s)) {
         do_read(s, 1);
         if (s->in.mode == M_FILE && want_read(s))
             tw_timer_start(&s->later, 0);
     }
-    if (!(s->flags & F_LOST) && !tw_timer_active(&s->later))
+    if (!(s->fd.flags & TW__FD_LOST) && !tw_timer_active(&s->later))
         tw_timer_start(&s->later, FAR_AWAY);
     tw_transport_unref(&s->base);
 }
@@ -540,121 +507,16 @@ static void on_later(tw_timer *t)
 static void on_handle_close(tw_handle *h)
 {
     struct stdio *s = container_of(h, struct stdio, handle);
-    finish(s, (s->flags & F_LOST_PENDING) ? s->reason : TW_ECONNLOST);
+    finish(s, (s->fd.flags & TW__FD_LOST_PENDING) ? s->fd.reason : TW_ECONNLOST);
 }
 
-/* ---- Closing, flow control, addresses */
-
-static int stdio_lose_connection(tw_transport *t)
-{
-    struct stdio *s = S(t);
-    if (s->flags & F_CLOSING)
-        return 0;
-    s->flags |= F_DISCONNECTING;
-    if (tw_wqueue_is_empty(&s->queue)) {
-        schedule_loss(s, TW_ECONNDONE);
-        return 0;
-    }
-    if (update_interest(s) < 0)
-        schedule_loss(s, TW_ECONNLOST);
-    return 0;
-}
-
-static int stdio_abort_connection(tw_transport *t)
-{
-    schedule_loss(S(t), TW_ECONNABORTED);
-    return 0;
-}
-
-static int stdio_lose_write_connection(tw_transport *t)
-{
-    struct stdio *s = S(t);
-    if (s->flags & F_LOST)
-        return TW_ENOTCONN;
-    if (s->flags & (F_CLOSING | F_WRITE_SHUTTING | F_WRITE_CLOSED))
-        return 0;
-    s->flags |= F_WRITE_SHUTTING;
-    /* The shutdown and write_connection_lost come from the reactor: through
-     * the writer once the queue has drained, or, for a file, `later`. */
-    if (s->out.mode == M_FILE)
-        tw_timer_start(&s->later, 0);
-    else if (update_interest(s) < 0)
-        schedule_loss(s, TW_ECONNLOST);
-    return 0;
-}
+/* ---- The transport: closing and flow control are fdtransport.c's */
 
 static int stdio_get_address(const tw_transport *t, tw_address *out)
 {
-    if (S(t)->flags & F_LOST)
+    if (S(t)->fd.flags & TW__FD_LOST)
         return TW_ENOTCONN;
     tw_address_pipe(out);
-    return 0;
-}
-
-static int stdio_pause(tw_transport *t)
-{
-    struct stdio *s = S(t);
-    if (s->flags & F_LOST)
-        return TW_ENOTCONN;
-    s->flags |= F_PAUSED;
-    update_interest(s);
-    return 0;
-}
-
-static int stdio_resume(tw_transport *t)
-{
-    struct stdio *s = S(t);
-    if (s->flags & F_LOST)
-        return TW_ENOTCONN;
-    s->flags &= ~(uint32_t)F_PAUSED;
-    if (update_interest(s) < 0)
-        schedule_loss(s, TW_ECONNLOST);
-    return 0;
-}
-
-static int stdio_register_producer(tw_transport *t, tw_producer *producer, bool streaming)
-{
-    struct stdio *s = S(t);
-    if (s->flags & F_NO_WRITE)
-        return TW_ENOTCONN;
-    if (s->producer)
-        return TW_EBUSY;
-    s->producer = producer;
-    s->streaming = streaming;
-    s->producer_paused = false;
-    tw_transport_ref(t);
-    if (!streaming) {
-        producer->ops->resume_producing(producer);
-    } else if (tw_wqueue_size(&s->queue) > s->high) {
-        s->producer_paused = true;
-        producer->ops->pause_producing(producer);
-    }
-    tw_transport_unref(t);
-    return 0;
-}
-
-static int stdio_unregister_producer(tw_transport *t)
-{
-    struct stdio *s = S(t);
-    if (s->flags & F_LOST)
-        return TW_ENOTCONN;
-    s->producer = NULL;
-    return 0;
-}
-
-static size_t stdio_write_buffer_size(const tw_transport *t)
-{
-    const struct stdio *s = S(t);
-    return (s->flags & F_LOST) ? 0 : tw_wqueue_size(&s->queue);
-}
-
-static int stdio_set_limits(tw_transport *t, size_t high, size_t low)
-{
-    struct stdio *s = S(t);
-    if (s->flags & F_LOST)
-        return TW_ENOTCONN;
-    s->high = high;
-    s->low = low;
     return 0;
 }
 
@@ -663,25 +525,56 @@ static void stdio_destroy(tw_transport *t)
     tw_free(S(t));
 }
 
-static const tw_transport_ops stdio_ops = {
-    .name = "stdio",
-    .write = stdio_write,
-    .write_iov = stdio_write_iov,
-    .write_zerocopy = stdio_write_zerocopy,
-    .lose_connection = stdio_lose_connection,
-    .abort_connection = stdio_abort_connection,
-    .lose_write_connection = stdio_lose_write_connection,
-    .get_peer = stdio_get_address,
-    .get_host = stdio_get_address,
-    .pause_producing = stdio_pause,
-    .resume_producing = stdio_resume,
-    .register_producer = stdio_register_producer,
-    .unregister_producer = stdio_unregister_producer,
-    .write_buffer_size = stdio_write_buffer_size,
-    .set_write_buffer_limits = stdio_set_limits,
-    .set_option = NULL,
-    .send_fds = NULL,
-    .destroy = stdio_destroy,
+/* What fdtransport.c's operations need. */
+
+static int kind_update_interest(tw_transport *t)
+{
+    return update_interest(S(t));
+}
+
+static void kind_schedule_loss(tw_transport *t, int code)
+{
+    schedule_loss(S(t), code);
+}
+
+static size_t kind_out_size(const tw_transport *t)
+{
+    return tw_wqueue_size(&S(t)->queue);
+}
+
+static struct tw__flow *kind_flow(tw_transport *t, bool create)
+{
+    (void)create; /* always there */
+    return &S(t)->flow;
+}
+
+static const struct tw__fd_kind stdio_kind = {
+    .ops =
+        {
+            .name = "stdio",
+            .write = stdio_write,
+            .write_iov = stdio_write_iov,
+            .write_zerocopy = stdio_write_zerocopy,
+            .lose_connection = tw__fd_lose_connection,
+            .abort_connection = tw__fd_abort_connection,
+            .lose_write_connection = tw__fd_lose_write_connection,
+            .get_peer = stdio_get_address,
+            .get_host = stdio_get_address,
+            .pause_producing = tw__fd_pause_producing,
+            .resume_producing = tw__fd_resume_producing,
+            .register_producer = tw__fd_register_producer,
+            .unregister_producer = tw__fd_unregister_producer,
+            .write_buffer_size = tw__fd_write_buffer_size,
+            .set_write_buffer_limits = tw__fd_set_write_buffer_limits,
+            .set_option = NULL,
+            .send_fds = NULL,
+            .destroy = stdio_destroy,
+        },
+    .state_at = offsetof(struct stdio, fd),
+    .update_interest = kind_update_interest,
+    .schedule_loss = kind_schedule_loss,
+    .out_size = kind_out_size,
+    .flow = kind_flow,
 };
 
 /* ---- Opening */
@@ -748,10 +641,9 @@ int tw_stdio_new(tw_reactor *r, tw_protocol *p, const tw_stdio_options *opts, tw
         tw_protocol_release(p);
         return rc;
     }
-    tw_transport_init(&s->base, &stdio_ops, r);
+    tw_transport_init(&s->base, &stdio_kind.ops, r);
     tw_wqueue_init(&s->queue);
-    s->high = TW_TRANSPORT_HIGH_WATER;
-    s->low = TW_TRANSPORT_LOW_WATER;
+    tw__flow_init(&s->flow);
     tw_timer_init(&s->later, tw_reactor_clock(r), on_later);
     s->in.io.fd = s->out.io.fd = -1;
     s->in.saved_flags = s->out.saved_flags = -1;
