@@ -1,7 +1,8 @@
 /* What the process and stdio transports share: a per-thread block holding
- * the read buffer and the stack a spawned child runs on, and pipe writes
- * that cannot raise SIGPIPE. */
+ * the read buffer and the stack a spawned child runs on, pipe writes that
+ * cannot raise SIGPIPE, and flushing a write queue to a pipe. */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <time.h>
@@ -121,6 +122,30 @@ ssize_t tw__pipe_writev(int fd, const struct iovec *iov, int iovcnt)
         }
     }
     return n == -EAGAIN || n == -EWOULDBLOCK ? 0 : n;
+}
+
+/* Writes per flush while each is taken whole. */
+#define WRITES_PER_WAKEUP 4
+
+int tw__pipe_flush(const tw_io *io, tw_wqueue *q)
+{
+    for (int round = 0; round < WRITES_PER_WAKEUP; round++) {
+        if (tw_wqueue_is_empty(q) || io->fd < 0)
+            return 0;
+        struct iovec iov[IOV_MAX];
+        int cnt = tw_wqueue_fill_iov(q, iov, IOV_MAX);
+        size_t offered = 0;
+        for (int i = 0; i < cnt; i++)
+            offered += iov[i].iov_len;
+        ssize_t n = tw__pipe_writev(io->fd, iov, cnt);
+        if (n < 0)
+            return (int)n;
+        if (n > 0)
+            tw_wqueue_consume(q, (size_t)n); /* may run release callbacks */
+        if ((size_t)n < offered)
+            return 0;
+    }
+    return 0;
 }
 
 ssize_t tw__pipe_read(int fd, char *buf, size_t len)

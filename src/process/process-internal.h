@@ -6,8 +6,10 @@
  *   process.c    the process transport: pipes, reaping, the protocol's events
  *   utils.c      the deferred helpers (getProcessOutput...)
  *   stdio.c      the standard I/O transport
- *   pipe-io.c    what process.c and stdio.c share: the per-thread read buffer
- *                and writes to pipes that cannot raise SIGPIPE */
+ *   pipe-io.c    what process.c and stdio.c share: the per-thread read buffer,
+ *                writes to pipes that cannot raise SIGPIPE, the queue's flush
+ * (What they share with stream.c too, the producer bookkeeping and stdio's
+ * closing rules, is src/net/fdtransport.h's.) */
 #ifndef TWINE_SRC_PROCESS_INTERNAL_H
 #define TWINE_SRC_PROCESS_INTERNAL_H
 
@@ -15,7 +17,9 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+#include <twine/buffer.h>
 #include <twine/process.h>
+#include <twine/reactor.h>
 
 #define TW__PROCESS_NS "twine.process"
 
@@ -37,6 +41,13 @@ char *tw__process_child_stack(void);
  * that check and the write. A thread that blocks SIGPIPE itself keeps its
  * mask, and a SIGPIPE the write raised stays pending for it. */
 ssize_t tw__pipe_writev(int fd, const struct iovec *iov, int iovcnt);
+
+/* Writes what q holds to io->fd, a pipe, until the pipe is full, q is
+ * empty, or a few writes were made (one wakeup must not starve the others);
+ * stops early if io->fd becomes -1 (a release callback run as the queue is
+ * consumed closed the pipe). Returns 0, or -errno with the queue as it was
+ * before the failing write. */
+int tw__pipe_flush(const tw_io *io, tw_wqueue *q);
 
 /* Reads into buf; returns the bytes read, 0 at end of file, -EAGAIN, or
  * -errno (EINTR retried). */

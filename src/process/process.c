@@ -48,6 +48,7 @@
 #include <twine/log.h>
 #include <twine/net.h>
 
+#include "net/fdtransport.h"
 #include "process/process-internal.h"
 
 #define NS                              TW__PROCESS_NS
@@ -61,9 +62,8 @@
 #define TIOCGPTPEER _IO('T', 0x41)
 #endif
 
-#define READS_PER_WAKEUP  4
-#define WRITES_PER_WAKEUP 4
-#define MAX_CHILD_FD      1023
+#define READS_PER_WAKEUP 4
+#define MAX_CHILD_FD     1023
 /* Where `later` waits while there is nothing to report. */
 #define FAR_AWAY 1e9
 /* How often `later` looks for the exit when nothing can tell us of it. */
@@ -106,13 +106,9 @@ struct tw_process {
     pid_t pid;
     uint32_t flags;
     tw_process_status status;
-    char *name; /* the executable, for messages */
-    /* stdin's consumer side */
-    tw_producer *producer;
-    bool streaming;
-    bool producer_paused;
-    size_t high, low;
-    struct pipe_end *in; /* child fd 0 as a pipe we write, or the PTY; NULL if none */
+    char *name;           /* the executable, for messages */
+    struct tw__flow flow; /* stdin's consumer side */
+    struct pipe_end *in;  /* child fd 0 as a pipe we write, or the PTY; NULL if none */
     size_t npipes;
     struct pipe_end pipes[];
 };
@@ -272,16 +268,6 @@ static int update_interest(tw_process *p, struct pipe_end *pe)
                           : tw_reactor_remove_writer(r, &pe->io);
 }
 
-static void stop_producer(tw_process *p)
-{
-    tw_producer *prod = p->producer;
-    if (!prod)
-        return;
-    p->producer = NULL;
-    if (prod->ops->stop_producing)
-        prod->ops->stop_producing(prod);
-}
-
 /* Closes the descriptor and drops what was queued for it. */
 static void close_pipe_fd(tw_process *p, struct pipe_end *pe)
 {
@@ -293,7 +279,7 @@ static void close_pipe_fd(tw_process *p, struct pipe_end *pe)
     }
     tw_wqueue_clear(&pe->queue); /* may run release callbacks: their writes are refused */
     if (pe == p->in)
-        stop_producer(p);
+        tw__flow_stop(&p->flow);
 }
 
 static void report_pipe(tw_process *p, struct pipe_end *pe)
@@ -400,7 +386,7 @@ static void end(tw_process *p)
     stop_watching(p);
     for (size_t i = 0; i < p->npipes; i++)
         close_pipe_fd(p, &p->pipes[i]);
-    stop_producer(p);
+    tw__flow_stop(&p->flow);
     tw_process_protocol *pp = p->pp;
     if (pp->ops && pp->ops->process_ended)
         pp->ops->process_ended(pp, p->status);
@@ -546,30 +532,7 @@ static void do_read(tw_process *p, struct pipe_end *pe)
 
 static bool pull_producer(const tw_process *p, const struct pipe_end *pe)
 {
-    return pe == p->in && p->producer && !p->streaming;
-}
-
-/* Sends what is queued until the pipe is full or the queue empty. Returns 0
- * or -errno. */
-static int flush(struct pipe_end *pe)
-{
-    for (int round = 0; round < WRITES_PER_WAKEUP; round++) {
-        if (tw_wqueue_is_empty(&pe->queue) || pe->io.fd < 0)
-            return 0;
-        struct iovec iov[IOV_MAX];
-        int cnt = tw_wqueue_fill_iov(&pe->queue, iov, IOV_MAX);
-        size_t offered = 0;
-        for (int i = 0; i < cnt; i++)
-            offered += iov[i].iov_len;
-        ssize_t n = tw__pipe_writev(pe->io.fd, iov, cnt);
-        if (n < 0)
-            return (int)n;
-        if (n > 0)
-            tw_wqueue_consume(&pe->queue, (size_t)n);
-        if ((size_t)n < offered)
-            return 0;
-    }
-    return 0;
+    return pe == p->in && tw__flow_pull(&p->flow);
 }
 
 /* After the queue shrank, from the reactor. */
@@ -581,18 +544,9 @@ static void after_drain(tw_process *p, struct pipe_end *pe)
         pipe_lost_now(p, pe);
         return;
     }
-    if (pe == p->in && p->producer && pe->state == PS_OPEN &&
-        tw_wqueue_size(&pe->queue) <= p->low) {
-        tw_producer *prod = p->producer;
-        if (!p->streaming) {
-            prod->ops->resume_producing(prod);
-        } else if (p->producer_paused) {
-            p->producer_paused = false;
-            prod->ops->resume_producing(prod);
-        }
-        if (ended(p) || !pipe_open(pe))
-            return;
-    }
+    if (pe == p->in && pe->state == PS_OPEN &&
+        tw__flow_drained(&p->flow, tw_wqueue_size(&pe->queue)) && (ended(p) || !pipe_open(pe)))
+        return;
     if (update_interest(p, pe) < 0)
         pipe_lost_now(p, pe);
 }
@@ -603,7 +557,7 @@ static void on_pipe_io(tw_io *io, unsigned events)
     tw_process *p = io->data;
     tw_transport_ref(&p->base);
     if ((events & TW_IO_WRITE) && (pe->dir & D_WRITE) && pipe_open(pe)) {
-        int rc = flush(pe);
+        int rc = tw__pipe_flush(&pe->io, &pe->queue);
         if (rc < 0)
             pipe_lost_now(p, pe);
         else
@@ -628,11 +582,8 @@ static int queued(tw_process *p, struct pipe_end *pe)
         pipe_lost_later(p, pe);
         return 0; /* accepted; the loss says why it went nowhere */
     }
-    if (pe == p->in && p->producer && p->streaming && !p->producer_paused &&
-        tw_wqueue_size(&pe->queue) > p->high) {
-        p->producer_paused = true;
-        p->producer->ops->pause_producing(p->producer);
-    }
+    if (pe == p->in)
+        tw__flow_queued(&p->flow, tw_wqueue_size(&pe->queue));
     return 0;
 }
 
@@ -808,20 +759,7 @@ static int proc_register_producer(tw_transport *t, tw_producer *producer, bool s
     tw_process *p = P(t);
     if (ended(p) || !p->in || p->in->state != PS_OPEN)
         return TW_ENOTCONN;
-    if (p->producer)
-        return TW_EBUSY;
-    p->producer = producer;
-    p->streaming = streaming;
-    p->producer_paused = false;
-    tw_transport_ref(t);
-    if (!streaming) {
-        producer->ops->resume_producing(producer);
-    } else if (tw_wqueue_size(&p->in->queue) > p->high) {
-        p->producer_paused = true;
-        producer->ops->pause_producing(producer);
-    }
-    tw_transport_unref(t);
-    return 0;
+    return tw__flow_register(&p->flow, t, producer, streaming, tw_wqueue_size(&p->in->queue));
 }
 
 static int proc_unregister_producer(tw_transport *t)
@@ -829,7 +767,7 @@ static int proc_unregister_producer(tw_transport *t)
     tw_process *p = P(t);
     if (ended(p))
         return TW_ENOTCONN;
-    p->producer = NULL;
+    p->flow.producer = NULL;
     return 0;
 }
 
@@ -844,8 +782,8 @@ static int proc_set_write_buffer_limits(tw_transport *t, size_t high, size_t low
     tw_process *p = P(t);
     if (ended(p))
         return TW_ENOTCONN;
-    p->high = high;
-    p->low = low;
+    p->flow.high = high;
+    p->flow.low = low;
     return 0;
 }
 
@@ -1152,8 +1090,7 @@ int tw_spawn_process(tw_reactor *r, tw_process_protocol *pp, const char *executa
     tw_transport_init(&p->base, &process_ops, r);
     p->name = name;
     p->pp = pp;
-    p->high = TW_TRANSPORT_HIGH_WATER;
-    p->low = TW_TRANSPORT_LOW_WATER;
+    tw__flow_init(&p->flow);
     p->status = (tw_process_status){.how = TW_PROCESS_UNKNOWN, .exit_code = -1};
     tw_io_init(&p->pidfd, -1, on_pidfd, p);
     tw_timer_init(&p->later, tw_reactor_clock(r), on_later);

@@ -36,7 +36,6 @@
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 #define READS_PER_WAKEUP                4
-#define WRITES_PER_WAKEUP               4
 #define FAR_AWAY                        1e9
 
 enum { M_WATCH, M_FILE };
@@ -191,28 +190,6 @@ static int write_all(int fd, const struct iovec *iov, int cnt)
             v->iov_base = (char *)v->iov_base + left;
             v->iov_len -= left;
         }
-    }
-    return 0;
-}
-
-/* Sends what is queued. Returns 0 or -errno. */
-static int flush(struct stdio *s)
-{
-    for (int round = 0; round < WRITES_PER_WAKEUP; round++) {
-        if (tw_wqueue_is_empty(&s->queue) || (s->fd.flags & TW__FD_GOING))
-            return 0;
-        struct iovec iov[IOV_MAX];
-        int cnt = tw_wqueue_fill_iov(&s->queue, iov, IOV_MAX);
-        size_t offered = 0;
-        for (int i = 0; i < cnt; i++)
-            offered += iov[i].iov_len;
-        ssize_t n = tw__pipe_writev(s->out.io.fd, iov, cnt);
-        if (n < 0)
-            return (int)n;
-        if (n > 0)
-            tw_wqueue_consume(&s->queue, (size_t)n);
-        if ((size_t)n < offered)
-            return 0;
     }
     return 0;
 }
@@ -467,7 +444,7 @@ static void on_out(tw_io *io, unsigned events)
     struct stdio *s = io->data;
     tw_transport_ref(&s->base);
     if ((events & TW_IO_WRITE) && !(s->fd.flags & (TW__FD_GOING | TW__FD_WRITE_CLOSED))) {
-        int rc = flush(s);
+        int rc = tw__pipe_flush(&s->out.io, &s->queue);
         if (rc < 0)
             output_lost(s, rc, false);
         else
