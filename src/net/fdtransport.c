@@ -33,20 +33,6 @@ int tw__flow_register(struct tw__flow *f, tw_transport *t, tw_producer *producer
     return 0;
 }
 
-bool tw__flow_drained(struct tw__flow *f, size_t queued)
-{
-    tw_producer *prod = f->producer;
-    if (!prod || queued > f->low)
-        return false;
-    if (f->streaming) {
-        if (!f->paused)
-            return false;
-        f->paused = false;
-    }
-    prod->ops->resume_producing(prod);
-    return true;
-}
-
 void tw__flow_stop(struct tw__flow *f)
 {
     tw_producer *prod = f->producer;

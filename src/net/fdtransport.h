@@ -72,8 +72,17 @@ static inline void tw__flow_queued(struct tw__flow *f, size_t queued)
 /* The queue drained to `queued` bytes, in the reactor, on a transport that
  * may still be written: at the low-water mark a pull producer is asked for
  * more, and a streaming one we paused is resumed. Returns true if a producer
- * was called (it may have closed the transport: the caller looks again). */
-bool tw__flow_drained(struct tw__flow *f, size_t queued);
+ * was called (it may have closed the transport: the caller looks again).
+ * Inline: it runs after every write that the kernel took. */
+static inline bool tw__flow_drained(struct tw__flow *f, size_t queued)
+{
+    tw_producer *prod = f->producer;
+    if (!prod || queued > f->low || (f->streaming && !f->paused))
+        return false;
+    f->paused = false;
+    prod->ops->resume_producing(prod);
+    return true;
+}
 
 /* The connection is going away: the producer is unregistered, then told
  * stop_producing (transport.h: once). */

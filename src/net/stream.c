@@ -61,38 +61,27 @@
 /* Linux's SCM_MAX_FD: descriptors per message. */
 #define MAX_FDS 253
 
+/* The shared closing state's flags (fdtransport.h), and these. */
 enum {
-    F_UNIX = 1u << 0,
-    F_PAUSED = 1u << 1,         /* pause_producing: no reading */
-    F_READ_CLOSED = 1u << 2,    /* the peer's end of file was read */
-    F_WRITE_SHUTTING = 1u << 3, /* lose_write_connection: flush, then shut down */
-    F_WRITE_CLOSED = 1u << 4,   /* the write side is shut down */
-    F_DISCONNECTING = 1u << 5,  /* lose_connection: flush, then close */
-    F_LOST_PENDING = 1u << 6,   /* loss decided: delivered on the next wakeup */
-    F_LOST = 1u << 7,           /* torn down: connection_lost given or being given */
+    F_UNIX = TW__FD_OWN << 0,
     /* Completion mode (see "Completions" below). */
-    F_CQ = 1u << 8,               /* reads and writes through the reactor's completions */
-    F_RECV_ON = 1u << 9,          /* a multishot receive is in flight */
-    F_RECV_CANCELLING = 1u << 10, /* ... and its cancellation asked for */
-    F_SEND_ON = 1u << 11,         /* a send is in flight (zero copy: until its notification) */
-    F_SEND_ZC = 1u << 12,         /* ... a zero-copy one */
-    F_FLUSH_QUEUED = 1u << 13,    /* on the reactor's flush list */
-    F_NOP_ON = 1u << 14,          /* a wakeup is in flight */
-    F_STASHED = 1u << 15,         /* bytes or an end read while paused wait in the extra */
-    F_COUNTED = 1u << 16,         /* counted as a reader in the reactor's state */
-    F_SEND_SLOT = 1u << 17,       /* the send in flight is the slot's */
-    F_ZC_KNOWN = 1u << 18,        /* whether zero copy may pay is known: */
-    F_ZC_OK = 1u << 19,           /* ... the peer is not on loopback */
-    F_ZC_NEVER = 1u << 20,        /* the kernel could not pin pages for one: copy */
+    F_CQ = TW__FD_OWN << 1,              /* reads and writes through the reactor's completions */
+    F_RECV_ON = TW__FD_OWN << 2,         /* a multishot receive is in flight */
+    F_RECV_CANCELLING = TW__FD_OWN << 3, /* ... and its cancellation asked for */
+    F_SEND_ON = TW__FD_OWN << 4,      /* a send is in flight (zero copy: until its notification) */
+    F_SEND_ZC = TW__FD_OWN << 5,      /* ... a zero-copy one */
+    F_FLUSH_QUEUED = TW__FD_OWN << 6, /* on the reactor's flush list */
+    F_NOP_ON = TW__FD_OWN << 7,       /* a wakeup is in flight */
+    F_STASHED = TW__FD_OWN << 8,      /* bytes or an end read while paused wait in the extra */
+    F_COUNTED = TW__FD_OWN << 9,      /* counted as a reader in the reactor's state */
+    F_SEND_SLOT = TW__FD_OWN << 10,   /* the send in flight is the slot's */
+    F_ZC_KNOWN = TW__FD_OWN << 11,    /* whether zero copy may pay is known: */
+    F_ZC_OK = TW__FD_OWN << 12,       /* ... the peer is not on loopback */
+    F_ZC_NEVER = TW__FD_OWN << 13,    /* the kernel could not pin pages for one: copy */
 };
 
 /* Completion ops (the target's op numbers). */
 enum { OP_RECV = 1, OP_SEND = 2, OP_NOP = 3 };
-
-/* Writes are refused in these states (transport.h). */
-#define F_NO_WRITE (F_WRITE_SHUTTING | F_WRITE_CLOSED | F_DISCONNECTING | F_LOST_PENDING | F_LOST)
-/* The protocol hears nothing more once one of these is set. */
-#define F_CLOSING (F_DISCONNECTING | F_LOST_PENDING | F_LOST)
 
 /* Descriptors to send with the byte at queue offset `at` (counted from the
  * queue's current head). */
@@ -106,10 +95,7 @@ struct fd_batch {
 /* What few connections need: allocated on first use, freed with the
  * transport. */
 struct stream_extra {
-    tw_producer *producer;
-    bool streaming;
-    bool producer_paused; /* paused by us, at the high-water mark */
-    size_t high, low;
+    struct tw__flow flow;
     void (*lost_hook)(void *arg, tw_failure *reason);
     void *lost_arg;
     struct fd_batch *batches; /* in queue order */
@@ -138,8 +124,7 @@ static struct stream_extra *extra_get(struct tw__stream *s)
         struct stream_extra *x = tw_calloc(1, sizeof *x);
         if (!x)
             return NULL;
-        x->high = TW_TRANSPORT_HIGH_WATER;
-        x->low = TW_TRANSPORT_LOW_WATER;
+        tw__flow_init(&x->flow);
         s->io.data = x;
     }
     return s->io.data;
@@ -248,17 +233,17 @@ static char *slot_mem(int32_t slot)
 
 static bool want_read(const struct tw__stream *s)
 {
-    if (s->flags & F_LOST)
+    if (s->fd.flags & TW__FD_LOST)
         return false;
-    if (s->flags & F_LOST_PENDING)
+    if (s->fd.flags & TW__FD_LOST_PENDING)
         return true; /* the wakeup that delivers the loss */
-    return !(s->flags & (F_PAUSED | F_READ_CLOSED | F_DISCONNECTING));
+    return !(s->fd.flags & (TW__FD_PAUSED | TW__FD_READ_CLOSED | TW__FD_DISCONNECTING));
 }
 
 /* Bytes in a slot, not yet sent. */
 static size_t slot_pending(const struct tw__stream *s)
 {
-    return ((s->flags & F_CQ) && s->cq.slot >= 0) ? s->cq.slot_len - s->cq.slot_off : 0;
+    return ((s->fd.flags & F_CQ) && s->cq.slot >= 0) ? s->cq.slot_len - s->cq.slot_off : 0;
 }
 
 /* What is waiting to go: the slot's bytes, then the queue's. */
@@ -269,7 +254,7 @@ static size_t out_size(const struct tw__stream *s)
 
 static void slot_drop(struct tw__stream *s)
 {
-    if (!(s->flags & F_CQ) || s->cq.slot < 0)
+    if (!(s->fd.flags & F_CQ) || s->cq.slot < 0)
         return;
     slab->free[slab->nfree++] = (uint16_t)s->cq.slot;
     s->cq.slot = -1;
@@ -278,9 +263,9 @@ static void slot_drop(struct tw__stream *s)
 
 static bool want_write(const struct tw__stream *s)
 {
-    if (s->flags & (F_LOST | F_LOST_PENDING))
+    if (s->fd.flags & TW__FD_GOING)
         return false;
-    return out_size(s) > 0 || (s->flags & F_WRITE_SHUTTING);
+    return out_size(s) > 0 || (s->fd.flags & TW__FD_WRITE_SHUTTING);
 }
 
 static int cq_update(struct tw__stream *s);
@@ -289,7 +274,7 @@ static int cq_update(struct tw__stream *s);
  * for what is already so. Returns 0 or the error of adding. */
 static int update_interest(struct tw__stream *s)
 {
-    if (s->flags & F_CQ)
+    if (s->fd.flags & F_CQ)
         return cq_update(s);
     tw_reactor *r = s->base.reactor;
     int rc = want_read(s) ? tw_reactor_add_reader(r, &s->io) : tw_reactor_remove_reader(r, &s->io);
@@ -324,7 +309,7 @@ static int peer_address(const struct tw__stream *s, tw_address *out)
     /* SO_PEERNAME wants a length no larger than the address: the family's. */
     tw_address host;
     host.len = sizeof host.u;
-    if (!(s->flags & F_UNIX) && getsockname(s->io.fd, &host.u.sa, &host.len) == 0) {
+    if (!(s->fd.flags & F_UNIX) && getsockname(s->io.fd, &host.u.sa, &host.len) == 0) {
         out->len = host.u.sa.sa_family == AF_INET6 ? sizeof out->u.in6 : sizeof out->u.in;
         if (getsockopt(s->io.fd, SOL_SOCKET, SO_PEERNAME, &out->u, &out->len) == 0)
             return 0;
@@ -362,12 +347,12 @@ static void cq_close(struct tw__stream *s);
 
 static void finish(struct tw__stream *s, int code)
 {
-    if (s->flags & F_LOST)
+    if (s->fd.flags & TW__FD_LOST)
         return;
     tw_transport_ref(&s->base);
-    s->flags = (s->flags | F_LOST) & ~(uint32_t)F_LOST_PENDING;
+    s->fd.flags = (s->fd.flags | TW__FD_LOST) & ~(uint32_t)TW__FD_LOST_PENDING;
     tw_reactor *r = s->base.reactor;
-    if (!(s->flags & F_CQ)) {
+    if (!(s->fd.flags & F_CQ)) {
         tw_reactor_remove_reader(r, &s->io);
         tw_reactor_remove_writer(r, &s->io);
     }
@@ -375,26 +360,22 @@ static void finish(struct tw__stream *s, int code)
     tw_failure *reason = make_reason(s, code);
     if (code == TW_ECONNDONE)
         discard_input(s);
-    if (s->flags & F_CQ)
+    if (s->fd.flags & F_CQ)
         cq_close(s);
     else
         close(s->io.fd);
     s->io.fd = -1;
     /* Release callbacks that write now get TW_ENOTCONN. A send in flight
      * still uses the queue's bytes: its completion clears it. */
-    if (!(s->flags & F_SEND_ON)) {
+    if (!(s->fd.flags & F_SEND_ON)) {
         tw_wqueue_clear(&s->queue);
         drop_batches(s);
         slot_drop(s);
     }
 
     struct stream_extra *x = X(s);
-    if (x && x->producer) {
-        tw_producer *prod = x->producer;
-        x->producer = NULL;
-        if (prod->ops->stop_producing)
-            prod->ops->stop_producing(prod);
-    }
+    if (x)
+        tw__flow_stop(&x->flow);
     tw_protocol *p = s->base.protocol;
     if (p)
         tw_protocol_connection_lost(p, reason);
@@ -413,7 +394,7 @@ static void finish(struct tw__stream *s, int code)
 static void deliver_later(void *arg)
 {
     struct tw__stream *s = arg;
-    finish(s, s->reason);
+    finish(s, s->fd.reason);
     tw_transport_unref(&s->base);
 }
 
@@ -421,20 +402,20 @@ static void deliver_later(void *arg)
  * the reactor deliver it on its next iteration (see the top of the file). */
 static void schedule_loss(struct tw__stream *s, int code)
 {
-    if (s->flags & (F_LOST | F_LOST_PENDING))
+    if (s->fd.flags & TW__FD_GOING)
         return;
-    s->flags |= F_LOST_PENDING;
-    s->reason = code;
+    s->fd.flags |= TW__FD_LOST_PENDING;
+    s->fd.reason = code;
     /* Set before: a release callback run by the clear that writes is refused. */
-    if (code != TW_ECONNDONE && !(s->flags & F_SEND_ON)) {
+    if (code != TW_ECONNDONE && !(s->fd.flags & F_SEND_ON)) {
         tw_wqueue_clear(&s->queue);
         drop_batches(s);
         slot_drop(s);
     }
     shutdown(s->io.fd, SHUT_RDWR);
     int rc = update_interest(s);
-    if (rc == 0 && (s->flags & F_CQ))
-        rc = (s->flags & F_NOP_ON) ? 0 : TW_EAGAIN; /* cq_update made no wakeup */
+    if (rc == 0 && (s->fd.flags & F_CQ))
+        rc = (s->fd.flags & F_NOP_ON) ? 0 : TW_EAGAIN; /* cq_update made no wakeup */
     if (rc == 0)
         return;
     tw_transport_ref(&s->base);
@@ -537,7 +518,7 @@ static ssize_t send_iov(struct tw__stream *s, struct iovec *iov, int cnt, size_t
 static int write_out(struct tw__stream *s)
 {
     size_t slot = slot_pending(s); /* completion mode: the slot's bytes go first */
-    if (slot > 0 && !(s->flags & (F_LOST | F_LOST_PENDING | F_SEND_ON))) {
+    if (slot > 0 && !(s->fd.flags & (TW__FD_LOST | TW__FD_LOST_PENDING | F_SEND_ON))) {
         struct iovec iov = {.iov_base = slot_mem(s->cq.slot) + s->cq.slot_off, .iov_len = slot};
         size_t offered;
         ssize_t n = send_iov(s, &iov, 1, &offered);
@@ -549,7 +530,7 @@ static int write_out(struct tw__stream *s)
         slot_drop(s);
     }
     for (int round = 0; round < WRITES_PER_WAKEUP; round++) {
-        if (tw_wqueue_is_empty(&s->queue) || (s->flags & (F_LOST | F_LOST_PENDING)))
+        if (tw_wqueue_is_empty(&s->queue) || (s->fd.flags & TW__FD_GOING))
             return 0;
         struct iovec iov[IOV_MAX];
         int cnt = tw_wqueue_fill_iov(&s->queue, iov, IOV_MAX);
@@ -565,29 +546,19 @@ static int write_out(struct tw__stream *s)
     return 0;
 }
 
-static size_t high_mark(const struct tw__stream *s)
-{
-    return X(s) ? X(s)->high : TW_TRANSPORT_HIGH_WATER;
-}
-
-static size_t low_mark(const struct tw__stream *s)
-{
-    return X(s) ? X(s)->low : TW_TRANSPORT_LOW_WATER;
-}
-
 /* After the queue shrank, in the reactor: finish a close or half-close
  * waiting for it, ask producers for more, and drop writer interest. */
 static void after_drain(struct tw__stream *s)
 {
-    if (s->flags & (F_LOST | F_LOST_PENDING))
+    if (s->fd.flags & TW__FD_GOING)
         return;
     bool empty = out_size(s) == 0;
-    if (empty && (s->flags & F_DISCONNECTING)) {
+    if (empty && (s->fd.flags & TW__FD_DISCONNECTING)) {
         finish(s, TW_ECONNDONE);
         return;
     }
-    if (empty && (s->flags & F_WRITE_SHUTTING)) {
-        s->flags = (s->flags | F_WRITE_CLOSED) & ~(uint32_t)F_WRITE_SHUTTING;
+    if (empty && (s->fd.flags & TW__FD_WRITE_SHUTTING)) {
+        s->fd.flags = (s->fd.flags | TW__FD_WRITE_CLOSED) & ~(uint32_t)TW__FD_WRITE_SHUTTING;
         drop_batches(s); /* descriptors with no byte left to ride on */
         int rc = shutdown(s->io.fd, SHUT_WR) < 0 ? -errno : 0;
         if (rc < 0) {
@@ -598,22 +569,14 @@ static void after_drain(struct tw__stream *s)
         tw_protocol *p = s->base.protocol;
         if (p->ops && p->ops->write_connection_lost)
             p->ops->write_connection_lost(p);
-        if (!(s->flags & (F_LOST | F_LOST_PENDING)) && (s->flags & F_READ_CLOSED))
+        if (!(s->fd.flags & TW__FD_GOING) && (s->fd.flags & TW__FD_READ_CLOSED))
             finish(s, TW_ECONNDONE);
         return;
     }
     struct stream_extra *x = X(s);
-    if (x && x->producer && !(s->flags & F_NO_WRITE) && out_size(s) <= low_mark(s)) {
-        tw_producer *prod = x->producer;
-        if (!x->streaming) {
-            prod->ops->resume_producing(prod);
-        } else if (x->producer_paused) {
-            x->producer_paused = false;
-            prod->ops->resume_producing(prod);
-        }
-        if (s->flags & (F_LOST | F_LOST_PENDING))
-            return;
-    }
+    if (x && !(s->fd.flags & TW__FD_NO_WRITE) && tw__flow_drained(&x->flow, out_size(s)) &&
+        (s->fd.flags & TW__FD_GOING))
+        return;
     int rc = update_interest(s);
     if (rc < 0)
         finish(s, rc);
@@ -626,10 +589,10 @@ static bool direct_ok(const struct tw__stream *s)
 {
     /* Completions: every write goes through the queue and out with the
      * iteration's other sends, in the one submission. */
-    if (!tw_wqueue_is_empty(&s->queue) || (s->flags & F_CQ))
+    if (!tw_wqueue_is_empty(&s->queue) || (s->fd.flags & F_CQ))
         return false;
     const struct stream_extra *x = X(s);
-    return !x || (!x->batches && !(x->producer && !x->streaming));
+    return !x || (!x->batches && !tw__flow_pull(&x->flow));
 }
 
 /* Something was queued: watch for writability, and pause a streaming
@@ -642,10 +605,8 @@ static int queued(struct tw__stream *s)
         return 0; /* accepted; the loss says why it went nowhere */
     }
     struct stream_extra *x = X(s);
-    if (x && x->producer && x->streaming && !x->producer_paused && out_size(s) > high_mark(s)) {
-        x->producer_paused = true;
-        x->producer->ops->pause_producing(x->producer);
-    }
+    if (x)
+        tw__flow_queued(&x->flow, out_size(s));
     return 0;
 }
 
@@ -663,17 +624,17 @@ static int queue_failed(struct tw__stream *s, size_t sent, int rc)
  * it did. */
 static bool slot_write(struct tw__stream *s, const struct iovec *iov, int cnt, size_t len)
 {
-    if (!(s->flags & F_CQ) || !slab || !tw_wqueue_is_empty(&s->queue))
+    if (!(s->fd.flags & F_CQ) || !slab || !tw_wqueue_is_empty(&s->queue))
         return false;
     const struct stream_extra *x = X(s);
-    if (x && x->producer && !x->streaming)
+    if (x && tw__flow_pull(&x->flow))
         return false; /* its writes queue, so that the drain asks for more */
     if (s->cq.slot >= 0) {
         /* Filling a slot whose send has not left yet. */
-        if ((s->flags & F_SEND_SLOT) || s->cq.slot_len + len > SLOT_SIZE)
+        if ((s->fd.flags & F_SEND_SLOT) || s->cq.slot_len + len > SLOT_SIZE)
             return false;
     } else {
-        if ((s->flags & F_SEND_ON) || len > SLOT_SIZE || slab->nfree == 0)
+        if ((s->fd.flags & F_SEND_ON) || len > SLOT_SIZE || slab->nfree == 0)
             return false;
         s->cq.slot = slab->free[--slab->nfree];
         s->cq.slot_len = s->cq.slot_off = 0;
@@ -690,7 +651,7 @@ static bool slot_write(struct tw__stream *s, const struct iovec *iov, int cnt, s
 static int stream_write(tw_transport *t, const void *data, size_t len)
 {
     struct tw__stream *s = S(t);
-    if (s->flags & F_NO_WRITE)
+    if (s->fd.flags & TW__FD_NO_WRITE)
         return TW_ENOTCONN;
     if (len == 0)
         return 0;
@@ -717,7 +678,7 @@ static int stream_write(tw_transport *t, const void *data, size_t len)
 static int stream_write_iov(tw_transport *t, const struct iovec *iov, int iovcnt)
 {
     struct tw__stream *s = S(t);
-    if (s->flags & F_NO_WRITE)
+    if (s->fd.flags & TW__FD_NO_WRITE)
         return TW_ENOTCONN;
     size_t total = 0;
     for (int i = 0; i < iovcnt; i++)
@@ -753,7 +714,7 @@ static int stream_write_zerocopy(tw_transport *t, const void *data, size_t len,
                                  tw_release_fn release, void *arg)
 {
     struct tw__stream *s = S(t);
-    if (s->flags & F_NO_WRITE)
+    if (s->fd.flags & TW__FD_NO_WRITE)
         return TW_ENOTCONN;
     size_t done = 0;
     if (len > 0 && direct_ok(s)) {
@@ -800,7 +761,7 @@ static ssize_t recv_unix(struct tw__stream *s)
             int fd;
             memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
             tw_protocol *p = s->base.protocol;
-            if (!(s->flags & F_CLOSING) && p->ops && p->ops->fd_received)
+            if (!(s->fd.flags & TW__FD_CLOSING) && p->ops && p->ops->fd_received)
                 p->ops->fd_received(p, fd);
             else
                 close(fd);
@@ -811,11 +772,11 @@ static ssize_t recv_unix(struct tw__stream *s)
 
 static void on_eof(struct tw__stream *s)
 {
-    s->flags |= F_READ_CLOSED;
+    s->fd.flags |= TW__FD_READ_CLOSED;
     tw_protocol *p = s->base.protocol;
     if (!(p->ops && p->ops->read_connection_lost)) {
         /* Not half-closeable: what the kernel takes now still goes. */
-        if (!(s->flags & F_SEND_ON))
+        if (!(s->fd.flags & F_SEND_ON))
             write_out(s);
         finish(s, TW_ECONNDONE);
         return;
@@ -826,7 +787,7 @@ static void on_eof(struct tw__stream *s)
         return;
     }
     p->ops->read_connection_lost(p);
-    if (!(s->flags & (F_LOST | F_LOST_PENDING)) && (s->flags & F_WRITE_CLOSED))
+    if (!(s->fd.flags & TW__FD_GOING) && (s->fd.flags & TW__FD_WRITE_CLOSED))
         finish(s, TW_ECONNDONE);
 }
 
@@ -834,7 +795,7 @@ static void do_read(struct tw__stream *s)
 {
     for (int i = 0; i < READS_PER_WAKEUP; i++) {
         ssize_t n;
-        if (s->flags & F_UNIX) {
+        if (s->fd.flags & F_UNIX) {
             n = recv_unix(s);
         } else {
             n = recv(s->io.fd, read_buf, TW_NET_READ_SIZE, MSG_DONTWAIT);
@@ -853,10 +814,11 @@ static void do_read(struct tw__stream *s)
             on_eof(s);
             return;
         }
-        if (s->flags & F_CLOSING)
+        if (s->fd.flags & TW__FD_CLOSING)
             return; /* closed by fd_received: the bytes go nowhere */
         tw_protocol_data_received(s->base.protocol, read_buf, (size_t)n);
-        if ((s->flags & (F_CLOSING | F_PAUSED | F_READ_CLOSED)) || n < TW_NET_READ_SIZE)
+        if ((s->fd.flags & (TW__FD_CLOSING | TW__FD_PAUSED | TW__FD_READ_CLOSED)) ||
+            n < TW_NET_READ_SIZE)
             return;
     }
 }
@@ -894,15 +856,15 @@ static const struct tw__cq_ops *CQ(const struct tw__stream *s)
 
 static bool want_recv(const struct tw__stream *s)
 {
-    return !(s->flags &
-             (F_LOST | F_LOST_PENDING | F_PAUSED | F_READ_CLOSED | F_DISCONNECTING | F_STASHED));
+    return !(s->fd.flags & (TW__FD_LOST | TW__FD_LOST_PENDING | TW__FD_PAUSED | TW__FD_READ_CLOSED |
+                            TW__FD_DISCONNECTING | F_STASHED));
 }
 
 static void cq_count(struct tw__stream *s, bool reading)
 {
-    if (reading == !!(s->flags & F_COUNTED))
+    if (reading == !!(s->fd.flags & F_COUNTED))
         return;
-    s->flags ^= F_COUNTED;
+    s->fd.flags ^= F_COUNTED;
     tw__reactor_count_io(s->base.reactor, reading ? 1 : -1, 0);
 }
 
@@ -912,7 +874,7 @@ static int cq_request(struct tw__stream *s, uint32_t flag, int rc)
         tw_transport_unref(&s->base);
         return rc;
     }
-    s->flags |= flag;
+    s->fd.flags |= flag;
     return 0;
 }
 
@@ -923,25 +885,25 @@ static int cq_update(struct tw__stream *s)
     cq_count(s, want_read(s));
     int rc = 0;
     if (want_recv(s)) {
-        if (!(s->flags & F_RECV_ON)) {
+        if (!(s->fd.flags & F_RECV_ON)) {
             tw_transport_ref(&s->base);
             rc = cq_request(s, F_RECV_ON, cq->recv(r, &s->cq.target, OP_RECV, s->io.fd));
         }
-    } else if ((s->flags & (F_RECV_ON | F_RECV_CANCELLING)) == F_RECV_ON) {
+    } else if ((s->fd.flags & (F_RECV_ON | F_RECV_CANCELLING)) == F_RECV_ON) {
         if (cq->cancel(r, &s->cq.target, OP_RECV, false) == 0)
-            s->flags |= F_RECV_CANCELLING;
+            s->fd.flags |= F_RECV_CANCELLING;
     }
-    bool wake = (s->flags & F_LOST_PENDING) ||
-                ((s->flags & F_STASHED) && !(s->flags & (F_PAUSED | F_LOST)));
-    if (wake && !(s->flags & F_NOP_ON)) {
+    bool wake = (s->fd.flags & TW__FD_LOST_PENDING) ||
+                ((s->fd.flags & F_STASHED) && !(s->fd.flags & (TW__FD_PAUSED | TW__FD_LOST)));
+    if (wake && !(s->fd.flags & F_NOP_ON)) {
         tw_transport_ref(&s->base);
         int nrc = cq_request(s, F_NOP_ON, cq->nop(r, &s->cq.target, OP_NOP));
         if (rc == 0)
             rc = nrc;
     }
-    if (want_write(s) && !(s->flags & (F_SEND_ON | F_FLUSH_QUEUED))) {
+    if (want_write(s) && !(s->fd.flags & (F_SEND_ON | F_FLUSH_QUEUED))) {
         tw_transport_ref(&s->base);
-        s->flags |= F_FLUSH_QUEUED;
+        s->fd.flags |= F_FLUSH_QUEUED;
         cq->flush_later(r, &s->cq.target);
     }
     return rc;
@@ -953,10 +915,10 @@ static void cq_close(struct tw__stream *s)
     const struct tw__cq_ops *cq = CQ(s);
     tw_reactor *r = s->base.reactor;
     cq_count(s, false);
-    if ((s->flags & (F_RECV_ON | F_RECV_CANCELLING)) == F_RECV_ON &&
+    if ((s->fd.flags & (F_RECV_ON | F_RECV_CANCELLING)) == F_RECV_ON &&
         cq->cancel(r, &s->cq.target, OP_RECV, false) == 0)
-        s->flags |= F_RECV_CANCELLING;
-    if (s->flags & F_SEND_ON)
+        s->fd.flags |= F_RECV_CANCELLING;
+    if (s->fd.flags & F_SEND_ON)
         cq->cancel(r, &s->cq.target, OP_SEND, false);
     if (cq->close(r, s->io.fd) < 0)
         close(s->io.fd);
@@ -964,7 +926,7 @@ static void cq_close(struct tw__stream *s)
 
 static bool zc_may_pay(struct tw__stream *s)
 {
-    if (!(s->flags & F_ZC_KNOWN)) {
+    if (!(s->fd.flags & F_ZC_KNOWN)) {
         tw_address a;
         bool loop = true;
         if (peer_address(s, &a) == 0) {
@@ -975,9 +937,9 @@ static bool zc_may_pay(struct tw__stream *s)
                        (IN6_IS_ADDR_V4MAPPED(&a.u.in6.sin6_addr) &&
                         a.u.in6.sin6_addr.s6_addr[12] == 127);
         }
-        s->flags |= F_ZC_KNOWN | (loop ? 0u : (uint32_t)F_ZC_OK);
+        s->fd.flags |= F_ZC_KNOWN | (loop ? 0u : (uint32_t)F_ZC_OK);
     }
-    return s->flags & F_ZC_OK;
+    return s->fd.flags & F_ZC_OK;
 }
 
 /* One send of what is queued. Returns 0 or an error (nothing in flight). */
@@ -993,7 +955,7 @@ static int cq_send(struct tw__stream *s)
      * peer on loopback, where the kernel copies the bytes for the receiver
      * anyway (bench/sendzc.c: half the throughput). It needs the extra block,
      * to remember what the send took until its notification. */
-    bool zc = total >= cq->zerocopy_min && !(s->flags & F_ZC_NEVER) &&
+    bool zc = total >= cq->zerocopy_min && !(s->fd.flags & F_ZC_NEVER) &&
               (cq->zerocopy_loopback || zc_may_pay(s)) && extra_get(s) != NULL;
     tw_transport_ref(&s->base);
     int rc = cq->send(s->base.reactor, &s->cq.target, OP_SEND, s->io.fd, iov, cnt, zc);
@@ -1022,8 +984,8 @@ static int cq_send_next(struct tw__stream *s)
 
 static void cq_flush(struct tw__stream *s)
 {
-    s->flags &= ~(uint32_t)F_FLUSH_QUEUED;
-    if (!(s->flags & (F_LOST | F_LOST_PENDING | F_SEND_ON))) {
+    s->fd.flags &= ~(uint32_t)F_FLUSH_QUEUED;
+    if (!(s->fd.flags & (TW__FD_LOST | TW__FD_LOST_PENDING | F_SEND_ON))) {
         if (out_size(s) > 0) {
             int rc = cq_send_next(s);
             if (rc < 0)
@@ -1040,20 +1002,20 @@ static void cq_sent(struct tw__stream *s, int res, unsigned flags)
         X(s)->zc_res = res; /* the notification follows */
         return;
     }
-    if ((s->flags & F_SEND_ZC) && (flags & TW__CQ_NOTIF)) {
+    if ((s->fd.flags & F_SEND_ZC) && (flags & TW__CQ_NOTIF)) {
         res = X(s)->zc_res;
         if (res == -ENOMEM || res == -ENOBUFS) {
             /* Pinning the pages failed (RLIMIT_MEMLOCK, memory): the same
              * bytes go again, copied, and so does every later send. */
-            s->flags |= F_ZC_NEVER;
+            s->fd.flags |= F_ZC_NEVER;
             res = 0;
         }
     }
-    bool from_slot = s->flags & F_SEND_SLOT;
-    s->flags &= ~(uint32_t)(F_SEND_ON | F_SEND_ZC | F_SEND_SLOT);
-    if (s->flags & (F_LOST | F_LOST_PENDING)) {
+    bool from_slot = s->fd.flags & F_SEND_SLOT;
+    s->fd.flags &= ~(uint32_t)(F_SEND_ON | F_SEND_ZC | F_SEND_SLOT);
+    if (s->fd.flags & TW__FD_GOING) {
         /* The clear the loss put off while the kernel had the bytes. */
-        if ((s->flags & F_LOST) || s->reason != TW_ECONNDONE) {
+        if ((s->fd.flags & TW__FD_LOST) || s->fd.reason != TW_ECONNDONE) {
             tw_wqueue_clear(&s->queue);
             drop_batches(s);
             slot_drop(s);
@@ -1071,7 +1033,7 @@ static void cq_sent(struct tw__stream *s, int res, unsigned flags)
     } else if (res > 0) {
         tw_wqueue_consume(&s->queue, (size_t)res); /* may run release callbacks */
     }
-    if (!(s->flags & (F_LOST | F_LOST_PENDING | F_SEND_ON)) && out_size(s) > 0) {
+    if (!(s->fd.flags & (TW__FD_LOST | TW__FD_LOST_PENDING | F_SEND_ON)) && out_size(s) > 0) {
         int rc = cq_send_next(s);
         if (rc < 0) {
             finish(s, rc);
@@ -1101,7 +1063,7 @@ static void stash(struct tw__stream *s, const char *data, size_t len, int end)
     }
     if (end && !x->stash_end)
         x->stash_end = end;
-    s->flags |= F_STASHED;
+    s->fd.flags |= F_STASHED;
 }
 
 /* Hands the stash over as reading would: at most TW_NET_READ_SIZE bytes a
@@ -1110,14 +1072,15 @@ static void deliver_stash(struct tw__stream *s)
 {
     struct stream_extra *x = X(s);
     size_t off = 0;
-    while (off < x->stash_len && !(s->flags & (F_CLOSING | F_READ_CLOSED | F_PAUSED))) {
+    while (off < x->stash_len &&
+           !(s->fd.flags & (TW__FD_CLOSING | TW__FD_READ_CLOSED | TW__FD_PAUSED))) {
         size_t n = x->stash_len - off;
         if (n > TW_NET_READ_SIZE)
             n = TW_NET_READ_SIZE;
         tw_protocol_data_received(s->base.protocol, x->stash + off, n);
         off += n;
     }
-    if (s->flags & (F_CLOSING | F_READ_CLOSED))
+    if (s->fd.flags & (TW__FD_CLOSING | TW__FD_READ_CLOSED))
         off = x->stash_len; /* goes nowhere */
     if (off < x->stash_len) {
         memmove(x->stash, x->stash + off, x->stash_len - off);
@@ -1129,8 +1092,8 @@ static void deliver_stash(struct tw__stream *s)
     x->stash = NULL;
     x->stash_len = 0;
     x->stash_end = 0;
-    s->flags &= ~(uint32_t)F_STASHED;
-    if (s->flags & (F_CLOSING | F_READ_CLOSED))
+    s->fd.flags &= ~(uint32_t)F_STASHED;
+    if (s->fd.flags & (TW__FD_CLOSING | TW__FD_READ_CLOSED))
         return;
     if (end == 1)
         on_eof(s);
@@ -1140,15 +1103,15 @@ static void deliver_stash(struct tw__stream *s)
 
 static void cq_received(struct tw__stream *s, int res, const char *data)
 {
-    if (s->flags & F_LOST_PENDING) {
-        finish(s, s->reason);
+    if (s->fd.flags & TW__FD_LOST_PENDING) {
+        finish(s, s->fd.reason);
         return;
     }
     if (res == -ENOBUFS || res == -ECANCELED)
         return; /* armed again below if still wanted */
-    if (s->flags & (F_CLOSING | F_READ_CLOSED))
+    if (s->fd.flags & (TW__FD_CLOSING | TW__FD_READ_CLOSED))
         return; /* on its way before the close: goes nowhere */
-    if (s->flags & (F_PAUSED | F_STASHED)) {
+    if (s->fd.flags & (TW__FD_PAUSED | F_STASHED)) {
         stash(s, data, res > 0 ? (size_t)res : 0, res == 0 ? 1 : res < 0 ? res : 0);
         return;
     }
@@ -1169,13 +1132,13 @@ static void cq_complete(struct tw__cq_target *t, unsigned op, int res, unsigned 
         /* The reactor is being freed: only let go. */
         switch (op) {
         case OP_RECV:
-            s->flags &= ~(uint32_t)(F_RECV_ON | F_RECV_CANCELLING);
+            s->fd.flags &= ~(uint32_t)(F_RECV_ON | F_RECV_CANCELLING);
             break;
         case OP_SEND:
             if (!last)
                 break; /* a zero-copy send's notification is still to come */
-            s->flags &= ~(uint32_t)(F_SEND_ON | F_SEND_ZC | F_SEND_SLOT);
-            if (s->flags & F_LOST) {
+            s->fd.flags &= ~(uint32_t)(F_SEND_ON | F_SEND_ZC | F_SEND_SLOT);
+            if (s->fd.flags & TW__FD_LOST) {
                 /* The clear finish() put off while the kernel had the
                  * bytes: zero-copy writes hear their release. */
                 tw_wqueue_clear(&s->queue);
@@ -1184,10 +1147,10 @@ static void cq_complete(struct tw__cq_target *t, unsigned op, int res, unsigned 
             }
             break;
         case OP_NOP:
-            s->flags &= ~(uint32_t)F_NOP_ON;
+            s->fd.flags &= ~(uint32_t)F_NOP_ON;
             break;
         default:
-            s->flags &= ~(uint32_t)F_FLUSH_QUEUED;
+            s->fd.flags &= ~(uint32_t)F_FLUSH_QUEUED;
             break;
         }
         if (last)
@@ -1201,10 +1164,10 @@ static void cq_complete(struct tw__cq_target *t, unsigned op, int res, unsigned 
         break;
     case OP_RECV:
         if (last)
-            s->flags &= ~(uint32_t)(F_RECV_ON | F_RECV_CANCELLING);
-        if (!(s->flags & F_LOST))
+            s->fd.flags &= ~(uint32_t)(F_RECV_ON | F_RECV_CANCELLING);
+        if (!(s->fd.flags & TW__FD_LOST))
             cq_received(s, res, data);
-        if (last && !(s->flags & (F_LOST | F_RECV_ON))) {
+        if (last && !(s->fd.flags & (TW__FD_LOST | F_RECV_ON))) {
             int rc = cq_update(s);
             if (rc < 0)
                 finish(s, rc);
@@ -1214,14 +1177,14 @@ static void cq_complete(struct tw__cq_target *t, unsigned op, int res, unsigned 
         cq_sent(s, res, flags);
         break;
     case OP_NOP:
-        s->flags &= ~(uint32_t)F_NOP_ON;
-        if (s->flags & F_LOST)
+        s->fd.flags &= ~(uint32_t)F_NOP_ON;
+        if (s->fd.flags & TW__FD_LOST)
             break;
-        if (s->flags & F_LOST_PENDING) {
-            finish(s, s->reason);
-        } else if ((s->flags & F_STASHED) && !(s->flags & F_PAUSED)) {
+        if (s->fd.flags & TW__FD_LOST_PENDING) {
+            finish(s, s->fd.reason);
+        } else if ((s->fd.flags & F_STASHED) && !(s->fd.flags & TW__FD_PAUSED)) {
             deliver_stash(s);
-            if (!(s->flags & F_LOST)) {
+            if (!(s->fd.flags & TW__FD_LOST)) {
                 int rc = cq_update(s);
                 if (rc < 0)
                     finish(s, rc);
@@ -1237,8 +1200,8 @@ static void cq_complete(struct tw__cq_target *t, unsigned op, int res, unsigned 
 static void on_io(tw_io *io, unsigned events)
 {
     struct tw__stream *s = container_of(io, struct tw__stream, io);
-    if (s->flags & F_LOST_PENDING) {
-        finish(s, s->reason);
+    if (s->fd.flags & TW__FD_LOST_PENDING) {
+        finish(s, s->fd.reason);
         return;
     }
     tw_transport_ref(&s->base);
@@ -1249,7 +1212,7 @@ static void on_io(tw_io *io, unsigned events)
         else
             after_drain(s);
     }
-    if ((events & TW_IO_READ) && want_read(s) && !(s->flags & F_CLOSING))
+    if ((events & TW_IO_READ) && want_read(s) && !(s->fd.flags & TW__FD_CLOSING))
         do_read(s);
     tw_transport_unref(&s->base);
 }
@@ -1257,48 +1220,7 @@ static void on_io(tw_io *io, unsigned events)
 static void on_handle_close(tw_handle *h)
 {
     struct tw__stream *s = container_of(h, struct tw__stream, handle);
-    finish(s, (s->flags & F_LOST_PENDING) ? s->reason : TW_ECONNLOST);
-}
-
-/* ---- Closing */
-
-static int stream_lose_connection(tw_transport *t)
-{
-    struct tw__stream *s = S(t);
-    if (s->flags & F_CLOSING)
-        return 0;
-    s->flags |= F_DISCONNECTING;
-    if (out_size(s) == 0) {
-        schedule_loss(s, TW_ECONNDONE);
-        return 0;
-    }
-    int rc = update_interest(s); /* reading off; writing on already */
-    if (rc < 0)
-        schedule_loss(s, rc);
-    return 0;
-}
-
-static int stream_abort_connection(tw_transport *t)
-{
-    struct tw__stream *s = S(t);
-    schedule_loss(s, TW_ECONNABORTED);
-    return 0;
-}
-
-static int stream_lose_write_connection(tw_transport *t)
-{
-    struct tw__stream *s = S(t);
-    if (s->flags & F_LOST)
-        return TW_ENOTCONN;
-    if (s->flags & (F_CLOSING | F_WRITE_SHUTTING | F_WRITE_CLOSED))
-        return 0;
-    s->flags |= F_WRITE_SHUTTING;
-    /* Writer interest even with nothing queued: the shutdown and
-     * write_connection_lost then come from the reactor. */
-    int rc = update_interest(s);
-    if (rc < 0)
-        schedule_loss(s, rc);
-    return 0;
+    finish(s, (s->fd.flags & TW__FD_LOST_PENDING) ? s->fd.reason : TW_ECONNLOST);
 }
 
 /* ---- Addresses, options */
@@ -1306,7 +1228,7 @@ static int stream_lose_write_connection(tw_transport *t)
 static int stream_get_peer(const tw_transport *t, tw_address *out)
 {
     const struct tw__stream *s = S(t);
-    if (s->flags & F_LOST)
+    if (s->fd.flags & TW__FD_LOST)
         return TW_ENOTCONN;
     return peer_address(s, out);
 }
@@ -1314,7 +1236,7 @@ static int stream_get_peer(const tw_transport *t, tw_address *out)
 static int stream_get_host(const tw_transport *t, tw_address *out)
 {
     const struct tw__stream *s = S(t);
-    if (s->flags & F_LOST)
+    if (s->fd.flags & TW__FD_LOST)
         return TW_ENOTCONN;
     memset(out, 0, sizeof *out);
     out->len = sizeof out->u;
@@ -1330,7 +1252,7 @@ static int stream_get_host(const tw_transport *t, tw_address *out)
 static int tcp_set_option(tw_transport *t, tw_transport_option option, int value)
 {
     struct tw__stream *s = S(t);
-    if (s->flags & F_LOST)
+    if (s->fd.flags & TW__FD_LOST)
         return TW_ENOTCONN;
     if (value != 0 && value != 1)
         return TW_EINVAL;
@@ -1351,7 +1273,7 @@ static int tcp_set_option(tw_transport *t, tw_transport_option option, int value
 static int unix_send_fds(tw_transport *t, const int *fds, size_t n)
 {
     struct tw__stream *s = S(t);
-    if (s->flags & F_NO_WRITE)
+    if (s->fd.flags & TW__FD_NO_WRITE)
         return TW_ENOTCONN;
     struct stream_extra *x = extra_get(s);
     if (!x)
@@ -1395,83 +1317,14 @@ static int unix_send_fds(tw_transport *t, const int *fds, size_t n)
     return 0;
 }
 
-/* ---- Flow control */
+/* ---- The transport: closing and flow control are fdtransport.c's */
 
-static int stream_pause_producing(tw_transport *t)
-{
-    struct tw__stream *s = S(t);
-    if (s->flags & F_LOST)
-        return TW_ENOTCONN;
-    s->flags |= F_PAUSED;
-    update_interest(s); /* removing cannot fail */
-    return 0;
-}
-
-static int stream_resume_producing(tw_transport *t)
-{
-    struct tw__stream *s = S(t);
-    if (s->flags & F_LOST)
-        return TW_ENOTCONN;
-    s->flags &= ~(uint32_t)F_PAUSED;
-    int rc = update_interest(s);
-    if (rc < 0)
-        schedule_loss(s, rc);
-    return 0;
-}
-
-static int stream_register_producer(tw_transport *t, tw_producer *producer, bool streaming)
-{
-    struct tw__stream *s = S(t);
-    if (s->flags & F_NO_WRITE)
-        return TW_ENOTCONN;
-    if (X(s) && X(s)->producer)
-        return TW_EBUSY;
-    struct stream_extra *x = extra_get(s);
-    if (!x)
-        return TW_ENOMEM;
-    x->producer = producer;
-    x->streaming = streaming;
-    x->producer_paused = false;
-    tw_transport_ref(t);
-    if (!streaming) {
-        producer->ops->resume_producing(producer);
-    } else if (out_size(s) > x->high) {
-        x->producer_paused = true;
-        producer->ops->pause_producing(producer);
-    }
-    tw_transport_unref(t);
-    return 0;
-}
-
-static int stream_unregister_producer(tw_transport *t)
-{
-    struct tw__stream *s = S(t);
-    if (s->flags & F_LOST)
-        return TW_ENOTCONN;
-    if (X(s))
-        X(s)->producer = NULL;
-    return 0;
-}
-
+/* Its own rather than tw__fd_write_buffer_size, which reaches out_size
+ * through the kind: protocols ask it on every write (a port forwarder, TLS). */
 static size_t stream_write_buffer_size(const tw_transport *t)
 {
     const struct tw__stream *s = S(t);
-    return (s->flags & F_LOST) ? 0 : out_size(s);
-}
-
-static int stream_set_write_buffer_limits(tw_transport *t, size_t high, size_t low)
-{
-    struct tw__stream *s = S(t);
-    if (s->flags & F_LOST)
-        return TW_ENOTCONN;
-    if (!X(s) && high == TW_TRANSPORT_HIGH_WATER && low == TW_TRANSPORT_LOW_WATER)
-        return 0;
-    struct stream_extra *x = extra_get(s);
-    if (!x)
-        return TW_ENOMEM;
-    x->high = high;
-    x->low = low;
-    return 0;
+    return (s->fd.flags & TW__FD_LOST) ? 0 : out_size(s);
 }
 
 static void stream_destroy(tw_transport *t)
@@ -1486,51 +1339,62 @@ static void stream_destroy(tw_transport *t)
     tw_free(s);
 }
 
-static const tw_transport_ops tcp_ops = {
-    .name = "tcp",
-    .write = stream_write,
-    .write_iov = stream_write_iov,
-    .write_zerocopy = stream_write_zerocopy,
-    .lose_connection = stream_lose_connection,
-    .abort_connection = stream_abort_connection,
-    .lose_write_connection = stream_lose_write_connection,
-    .get_peer = stream_get_peer,
-    .get_host = stream_get_host,
-    .pause_producing = stream_pause_producing,
-    .resume_producing = stream_resume_producing,
-    .register_producer = stream_register_producer,
-    .unregister_producer = stream_unregister_producer,
-    .write_buffer_size = stream_write_buffer_size,
-    .set_write_buffer_limits = stream_set_write_buffer_limits,
-    .set_option = tcp_set_option,
-    .send_fds = NULL,
-    .destroy = stream_destroy,
-};
+/* What fdtransport.c's operations need. */
 
-static const tw_transport_ops unix_ops = {
-    .name = "unix",
-    .write = stream_write,
-    .write_iov = stream_write_iov,
-    .write_zerocopy = stream_write_zerocopy,
-    .lose_connection = stream_lose_connection,
-    .abort_connection = stream_abort_connection,
-    .lose_write_connection = stream_lose_write_connection,
-    .get_peer = stream_get_peer,
-    .get_host = stream_get_host,
-    .pause_producing = stream_pause_producing,
-    .resume_producing = stream_resume_producing,
-    .register_producer = stream_register_producer,
-    .unregister_producer = stream_unregister_producer,
-    .write_buffer_size = stream_write_buffer_size,
-    .set_write_buffer_limits = stream_set_write_buffer_limits,
-    .set_option = NULL,
-    .send_fds = unix_send_fds,
-    .destroy = stream_destroy,
-};
+static int kind_update_interest(tw_transport *t)
+{
+    return update_interest(S(t));
+}
+
+static void kind_schedule_loss(tw_transport *t, int code)
+{
+    schedule_loss(S(t), code);
+}
+
+static size_t kind_out_size(const tw_transport *t)
+{
+    return out_size(S(t));
+}
+
+static struct tw__flow *kind_flow(tw_transport *t, bool create)
+{
+    struct stream_extra *x = create ? extra_get(S(t)) : X(S(t));
+    return x ? &x->flow : NULL;
+}
+
+#define STREAM_KIND(NAME, SET_OPTION, SEND_FDS)                                                    \
+    {                                                                                              \
+        .ops =                                                                                     \
+            {                                                                                      \
+                .name = NAME,                                                                      \
+                .write = stream_write,                                                             \
+                .write_iov = stream_write_iov,                                                     \
+                .write_zerocopy = stream_write_zerocopy,                                           \
+                .lose_connection = tw__fd_lose_connection,                                         \
+                .abort_connection = tw__fd_abort_connection,                                       \
+                .lose_write_connection = tw__fd_lose_write_connection,                             \
+                .get_peer = stream_get_peer,                                                       \
+                .get_host = stream_get_host,                                                       \
+                .pause_producing = tw__fd_pause_producing,                                         \
+                .resume_producing = tw__fd_resume_producing,                                       \
+                .register_producer = tw__fd_register_producer,                                     \
+                .unregister_producer = tw__fd_unregister_producer,                                 \
+                .write_buffer_size = stream_write_buffer_size,                                     \
+                .set_write_buffer_limits = tw__fd_set_write_buffer_limits,                         \
+                .set_option = SET_OPTION,                                                          \
+                .send_fds = SEND_FDS,                                                              \
+                .destroy = stream_destroy,                                                         \
+            },                                                                                     \
+        .state_at = offsetof(struct tw__stream, fd), .update_interest = kind_update_interest,      \
+        .schedule_loss = kind_schedule_loss, .out_size = kind_out_size, .flow = kind_flow,         \
+    }
+
+static const struct tw__fd_kind tcp_kind = STREAM_KIND("tcp", tcp_set_option, NULL);
+static const struct tw__fd_kind unix_kind = STREAM_KIND("unix", NULL, unix_send_fds);
 
 static bool is_stream(const tw_transport *t)
 {
-    return t && (t->ops == &tcp_ops || t->ops == &unix_ops);
+    return t && (t->ops == &tcp_kind.ops || t->ops == &unix_kind.ops);
 }
 
 /* ---- Opening */
@@ -1555,13 +1419,13 @@ int tw__stream_open(tw_reactor *r, int fd, tw_protocol *p, tw_transport **out)
         rc = TW_ENOMEM;
     if (rc == 0) {
         bool is_unix = ss.ss_family == AF_UNIX;
-        tw_transport_init(&s->base, is_unix ? &unix_ops : &tcp_ops, r);
+        tw_transport_init(&s->base, is_unix ? &unix_kind.ops : &tcp_kind.ops, r);
         tw_io_init(&s->io, fd, on_io, NULL);
         tw_wqueue_init(&s->queue);
-        s->flags = is_unix ? F_UNIX : 0;
+        s->fd.flags = is_unix ? F_UNIX : 0;
         rc = TW_ENOTSUP;
         if (!is_unix && tw__reactor_cq(r)) {
-            s->flags |= F_CQ;
+            s->fd.flags |= F_CQ;
             s->cq.target = (struct tw__cq_target){.complete = cq_complete};
             s->cq.slot = -1;
             s->cq.slot_len = s->cq.slot_off = 0;
@@ -1573,7 +1437,7 @@ int tw__stream_open(tw_reactor *r, int fd, tw_protocol *p, tw_transport **out)
                 /* No completions for this one (no buffer ring): readiness. */
                 cq_count(s, false);
                 tw_io_init(&s->io, fd, on_io, NULL);
-                s->flags = 0;
+                s->fd.flags = 0;
             }
         }
         if (rc < 0)
@@ -1597,7 +1461,7 @@ int tw__stream_open(tw_reactor *r, int fd, tw_protocol *p, tw_transport **out)
 
 int tw__stream_set_lost_hook(tw_transport *t, void (*fn)(void *arg, tw_failure *reason), void *arg)
 {
-    if (!is_stream(t) || (S(t)->flags & F_LOST))
+    if (!is_stream(t) || (S(t)->fd.flags & TW__FD_LOST))
         return TW_EINVAL;
     struct stream_extra *x = extra_get(S(t));
     if (!x)

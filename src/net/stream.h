@@ -11,6 +11,7 @@
 #include <twine/reactor.h>
 #include <twine/transport.h>
 
+#include "net/fdtransport.h"
 #include "reactor/completion.h"
 
 /* A connection that reads and writes through completions (completion.h) is
@@ -42,10 +43,9 @@ struct tw__stream {
         tw_io io;                /* io.data: struct stream_extra *, or NULL */
         struct tw__stream_cq cq; /* completion mode (F_CQ in stream.c) */
     };
-    tw_handle handle; /* registered while open: reactor shutdown closes it */
-    tw_wqueue queue;  /* what the kernel has not taken yet */
-    uint32_t flags;   /* F_* in stream.c */
-    int32_t reason;   /* the code of a loss decided but not yet delivered */
+    tw_handle handle;       /* registered while open: reactor shutdown closes it */
+    tw_wqueue queue;        /* what the kernel has not taken yet */
+    struct tw__fd_state fd; /* TW__FD_* and stream.c's F_* flags; a loss's code */
 };
 
 #endif
