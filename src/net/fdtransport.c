@@ -43,6 +43,22 @@ void tw__flow_stop(struct tw__flow *f)
 
 /* ---- The closing rules */
 
+void tw__fd_tell_lost(tw_transport *t, struct tw__flow *flow, tw_failure *reason,
+                      void (*hook)(void *arg, tw_failure *reason), void *hook_arg)
+{
+    if (flow)
+        tw__flow_stop(flow);
+    tw_protocol *p = t->protocol;
+    if (p)
+        tw_protocol_connection_lost(p, reason);
+    if (hook)
+        hook(hook_arg, reason);
+    tw_failure_unref(reason);
+    t->protocol = NULL;
+    tw_protocol_release(p);
+    tw_transport_unref(t); /* the connection's own */
+}
+
 static const struct tw__fd_kind *kind_of(const tw_transport *t)
 {
     return (const struct tw__fd_kind *)t->ops;

@@ -29,6 +29,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <twine/error.h>
+#include <twine/failure.h>
+#include <twine/protocol.h>
 #include <twine/transport.h>
 
 /* ---- Producers */
@@ -117,6 +120,22 @@ struct tw__fd_state {
     uint32_t flags;
     int32_t reason;
 };
+
+/* The code of the loss that the reactor's shutdown (the transport's handle
+ * closing) delivers: a loss decided but not yet delivered keeps its own. */
+static inline int tw__fd_shutdown_code(const struct tw__fd_state *st)
+{
+    return (st->flags & TW__FD_LOST_PENDING) ? st->reason : TW_ECONNLOST;
+}
+
+/* The last steps of a loss, from the reactor, once the transport has set
+ * TW__FD_LOST, closed its descriptors and dropped its queue: the producer
+ * (flow; NULL: none) is stopped, the protocol gets connection_lost(reason),
+ * then hook(hook_arg, reason) runs if given (a connector's), then the
+ * protocol is released and the connection's own reference dropped. Takes
+ * reason's reference. The caller holds a reference of its own across. */
+void tw__fd_tell_lost(tw_transport *t, struct tw__flow *flow, tw_failure *reason,
+                      void (*hook)(void *arg, tw_failure *reason), void *hook_arg);
 
 /* A transport that follows these rules: its ops table, with the operations
  * below in it, and what they need of it. Each such transport has a static

@@ -374,20 +374,13 @@ static void finish(struct tw__stream *s, int code)
     }
 
     struct stream_extra *x = X(s);
-    if (x)
-        tw__flow_stop(&x->flow);
-    tw_protocol *p = s->base.protocol;
-    if (p)
-        tw_protocol_connection_lost(p, reason);
-    if (x && x->lost_hook) {
-        void (*fn)(void *, tw_failure *) = x->lost_hook;
-        x->lost_hook = NULL;
-        fn(x->lost_arg, reason);
+    if (x) {
+        void (*hook)(void *, tw_failure *) = x->lost_hook;
+        x->lost_hook = NULL; /* once */
+        tw__fd_tell_lost(&s->base, &x->flow, reason, hook, x->lost_arg);
+    } else {
+        tw__fd_tell_lost(&s->base, NULL, reason, NULL, NULL);
     }
-    tw_failure_unref(reason);
-    s->base.protocol = NULL;
-    tw_protocol_release(p);
-    tw_transport_unref(&s->base); /* the connection's own reference */
     tw_transport_unref(&s->base);
 }
 
@@ -1220,7 +1213,7 @@ static void on_io(tw_io *io, unsigned events)
 static void on_handle_close(tw_handle *h)
 {
     struct tw__stream *s = container_of(h, struct tw__stream, handle);
-    finish(s, (s->fd.flags & TW__FD_LOST_PENDING) ? s->fd.reason : TW_ECONNLOST);
+    finish(s, tw__fd_shutdown_code(&s->fd));
 }
 
 /* ---- Addresses, options */

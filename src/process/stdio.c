@@ -139,14 +139,8 @@ static void finish(struct stdio *s, int code)
     release_end(&s->in);
     release_end(&s->out);
     tw_wqueue_clear(&s->queue);
-    tw__flow_stop(&s->flow);
     tw_failure *reason = tw_failure_new(code, NULL, "standard I/O: %s", tw_strerror(code));
-    tw_protocol *p = s->base.protocol;
-    tw_protocol_connection_lost(p, reason);
-    tw_failure_unref(reason);
-    s->base.protocol = NULL;
-    tw_protocol_release(p);
-    tw_transport_unref(&s->base); /* the connection's own */
+    tw__fd_tell_lost(&s->base, &s->flow, reason, NULL, NULL);
     tw_transport_unref(&s->base);
 }
 
@@ -484,7 +478,7 @@ static void on_later(tw_timer *t)
 static void on_handle_close(tw_handle *h)
 {
     struct stdio *s = container_of(h, struct stdio, handle);
-    finish(s, (s->fd.flags & TW__FD_LOST_PENDING) ? s->fd.reason : TW_ECONNLOST);
+    finish(s, tw__fd_shutdown_code(&s->fd));
 }
 
 /* ---- The transport: closing and flow control are fdtransport.c's */
