@@ -43,6 +43,30 @@ void tw__flow_stop(struct tw__flow *f)
 
 /* ---- The closing rules */
 
+void tw__fd_start(tw_transport *t, tw_handle *h, void (*on_close)(tw_handle *h), tw_protocol *p,
+                  tw_transport **out)
+{
+    tw_reactor_add_handle(t->reactor, h, on_close);
+    t->protocol = p;
+    if (out)
+        *out = t;
+    tw_transport_ref(t);
+    tw_protocol_make_connection(p, t);
+    tw_transport_unref(t);
+}
+
+bool tw__fd_side_closed(tw_transport *t, const struct tw__fd_state *st, bool read_side)
+{
+    tw_protocol *p = t->protocol;
+    void (*tell)(tw_protocol *) = NULL;
+    if (p->ops)
+        tell = read_side ? p->ops->read_connection_lost : p->ops->write_connection_lost;
+    if (tell)
+        tell(p);
+    uint32_t other = read_side ? TW__FD_WRITE_CLOSED : TW__FD_READ_CLOSED;
+    return !(st->flags & TW__FD_GOING) && (st->flags & other);
+}
+
 void tw__fd_tell_lost(tw_transport *t, struct tw__flow *flow, tw_failure *reason,
                       void (*hook)(void *arg, tw_failure *reason), void *hook_arg)
 {

@@ -121,6 +121,21 @@ struct tw__fd_state {
     int32_t reason;
 };
 
+/* The last step of opening, once nothing can fail: registers h with t's
+ * reactor (its shutdown calls on_close, which delivers the loss), gives t
+ * its protocol p, sets *out (if not NULL) to t, and calls p's
+ * connection_made with a reference held (the protocol may close t from
+ * it). */
+void tw__fd_start(tw_transport *t, tw_handle *h, void (*on_close)(tw_handle *h), tw_protocol *p,
+                  tw_transport **out);
+
+/* One side of t has just closed (TW__FD_READ_CLOSED or TW__FD_WRITE_CLOSED
+ * set), in the reactor: the protocol hears read_connection_lost or
+ * write_connection_lost, if it has it. Returns true when the connection is
+ * then done, both sides closed and no loss decided meanwhile: the caller
+ * finishes it with TW_ECONNDONE. */
+bool tw__fd_side_closed(tw_transport *t, const struct tw__fd_state *st, bool read_side);
+
 /* The code of the loss that the reactor's shutdown (the transport's handle
  * closing) delivers: a loss decided but not yet delivered keeps its own. */
 static inline int tw__fd_shutdown_code(const struct tw__fd_state *st)

@@ -559,10 +559,7 @@ static void after_drain(struct tw__stream *s)
             return;
         }
         update_interest(s);
-        tw_protocol *p = s->base.protocol;
-        if (p->ops && p->ops->write_connection_lost)
-            p->ops->write_connection_lost(p);
-        if (!(s->fd.flags & TW__FD_GOING) && (s->fd.flags & TW__FD_READ_CLOSED))
+        if (tw__fd_side_closed(&s->base, &s->fd, false))
             finish(s, TW_ECONNDONE);
         return;
     }
@@ -779,8 +776,7 @@ static void on_eof(struct tw__stream *s)
         finish(s, rc);
         return;
     }
-    p->ops->read_connection_lost(p);
-    if (!(s->fd.flags & TW__FD_GOING) && (s->fd.flags & TW__FD_WRITE_CLOSED))
+    if (tw__fd_side_closed(&s->base, &s->fd, true))
         finish(s, TW_ECONNDONE);
 }
 
@@ -1442,13 +1438,7 @@ int tw__stream_open(tw_reactor *r, int fd, tw_protocol *p, tw_transport **out)
         tw_protocol_release(p);
         return rc;
     }
-    tw_reactor_add_handle(r, &s->handle, on_handle_close);
-    s->base.protocol = p;
-    if (out)
-        *out = &s->base;
-    tw_transport_ref(&s->base);
-    tw_protocol_make_connection(p, &s->base);
-    tw_transport_unref(&s->base);
+    tw__fd_start(&s->base, &s->handle, on_handle_close, p, out);
     return 0;
 }
 

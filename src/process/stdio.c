@@ -232,9 +232,7 @@ static void tell_output_lost(struct stdio *s)
     tw__flow_stop(&s->flow);
     if (s->fd.flags & TW__FD_GOING)
         return;
-    tw_protocol *p = s->base.protocol;
-    p->ops->write_connection_lost(p);
-    if (!(s->fd.flags & TW__FD_GOING) && (s->fd.flags & TW__FD_READ_CLOSED))
+    if (tw__fd_side_closed(&s->base, &s->fd, false))
         finish(s, TW_ECONNDONE);
 }
 
@@ -284,10 +282,7 @@ static void after_drain(struct stdio *s)
             finish(s, rc);
             return;
         }
-        tw_protocol *p = s->base.protocol;
-        if (p->ops && p->ops->write_connection_lost)
-            p->ops->write_connection_lost(p);
-        if (!(s->fd.flags & TW__FD_GOING) && (s->fd.flags & TW__FD_READ_CLOSED))
+        if (tw__fd_side_closed(&s->base, &s->fd, false))
             finish(s, TW_ECONNDONE);
         return;
     }
@@ -396,8 +391,7 @@ static void on_eof(struct stdio *s)
         return;
     }
     update_interest(s);
-    p->ops->read_connection_lost(p);
-    if (!(s->fd.flags & TW__FD_GOING) && (s->fd.flags & TW__FD_WRITE_CLOSED))
+    if (tw__fd_side_closed(&s->base, &s->fd, true))
         finish(s, TW_ECONNDONE);
 }
 
@@ -640,12 +634,6 @@ int tw_stdio_new(tw_reactor *r, tw_protocol *p, const tw_stdio_options *opts, tw
         tw_protocol_release(p);
         return rc;
     }
-    tw_reactor_add_handle(r, &s->handle, on_handle_close);
-    s->base.protocol = p;
-    if (out)
-        *out = &s->base;
-    tw_transport_ref(&s->base);
-    tw_protocol_make_connection(p, &s->base);
-    tw_transport_unref(&s->base);
+    tw__fd_start(&s->base, &s->handle, on_handle_close, p, out);
     return 0;
 }
