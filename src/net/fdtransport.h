@@ -7,21 +7,26 @@
  * - tw__flow: the consumer side of flow control (transport.h's "Writing and
  *   flow control"): the registered producer, and when to pause, resume or
  *   stop it. All three transports keep one (the process for its stdin).
- * - tw__fd_state and the tw__fd_* operations: the closing rules of a
+ * - tw__fd_state and the tw__fd_* functions: the closing rules of a
  *   transport with one read side and one write side (stream.c, stdio.c):
- *   half-close, lose after the queue drains, abort now, pause and resume
- *   reading, and the transport ops that are nothing but those rules. The
- *   process transport is not one of them: each of its pipes closes on its
- *   own (closeChildFD), and the process ends when all are closed and the
- *   child is reaped, so only tw__flow fits it.
+ *   the transport ops that are nothing but those rules (half-close, lose
+ *   after the queue drains, abort now, pause and resume reading, producer
+ *   registration), the half-close rule the read and write paths apply, and
+ *   the first and last steps of the connection's life. The process
+ *   transport is not such a transport: each of its pipes closes on its own
+ *   (closeChildFD), and the process ends when all are closed and the child
+ *   is reaped, so only tw__flow fits it (the queue flush it shares with
+ *   stdio.c is process-internal.h's tw__pipe_flush).
  *
  * What stays in each transport, because it differs on purpose: how a loss
  * decided inside a call reaches the reactor (stream.c: the socket shut down
  * and its reader, or a no-op completion; stdio.c: a timer), tearing down
  * (a send in flight, the connector's lost hook; restoring a terminal's
- * flags), how the write side is shut, and the read and write paths, which
- * call each other's helpers directly so that a read or a write costs no
- * indirect call. */
+ * flags), how the write side is shut; and the read path, the write path
+ * and the drain after a write (after_drain: close or half-close once the
+ * queue is empty, resume the producer), which run for every read or write
+ * and so call the transport's own functions directly, not through the
+ * kind's hooks below. */
 #ifndef TWINE_SRC_NET_FDTRANSPORT_H
 #define TWINE_SRC_NET_FDTRANSPORT_H
 
