@@ -126,6 +126,29 @@ struct tw__fd_state {
     int32_t reason;
 };
 
+/* Decides a loss with code, from inside a call of the application: the
+ * transport then has the reactor deliver it (connection_lost never runs
+ * inside the call that closed). Returns false, changing nothing, when a
+ * loss is decided already: the first reason stands. */
+static inline bool tw__fd_decide_loss(struct tw__fd_state *st, int code)
+{
+    if (st->flags & TW__FD_GOING)
+        return false;
+    st->flags |= TW__FD_LOST_PENDING;
+    st->reason = code;
+    return true;
+}
+
+/* The loss is being delivered, from the reactor: returns false when it was
+ * already (connection_lost exactly once). */
+static inline bool tw__fd_mark_lost(struct tw__fd_state *st)
+{
+    if (st->flags & TW__FD_LOST)
+        return false;
+    st->flags = (st->flags | TW__FD_LOST) & ~(uint32_t)TW__FD_LOST_PENDING;
+    return true;
+}
+
 /* The last step of opening, once nothing can fail: registers h with t's
  * reactor (its shutdown calls on_close, which delivers the loss), gives t
  * its protocol p, sets *out (if not NULL) to t, and calls p's

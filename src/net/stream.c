@@ -347,10 +347,9 @@ static void cq_close(struct tw__stream *s);
 
 static void finish(struct tw__stream *s, int code)
 {
-    if (s->fd.flags & TW__FD_LOST)
+    if (!tw__fd_mark_lost(&s->fd))
         return;
     tw_transport_ref(&s->base);
-    s->fd.flags = (s->fd.flags | TW__FD_LOST) & ~(uint32_t)TW__FD_LOST_PENDING;
     tw_reactor *r = s->base.reactor;
     if (!(s->fd.flags & F_CQ)) {
         tw_reactor_remove_reader(r, &s->io);
@@ -395,10 +394,8 @@ static void deliver_later(void *arg)
  * the reactor deliver it on its next iteration (see the top of the file). */
 static void schedule_loss(struct tw__stream *s, int code)
 {
-    if (s->fd.flags & TW__FD_GOING)
+    if (!tw__fd_decide_loss(&s->fd, code))
         return;
-    s->fd.flags |= TW__FD_LOST_PENDING;
-    s->fd.reason = code;
     /* Set before: a release callback run by the clear that writes is refused. */
     if (code != TW_ECONNDONE && !(s->fd.flags & F_SEND_ON)) {
         tw_wqueue_clear(&s->queue);

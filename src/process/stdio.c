@@ -123,10 +123,9 @@ static void release_end(struct end *e)
 
 static void finish(struct stdio *s, int code)
 {
-    if (s->fd.flags & TW__FD_LOST)
+    if (!tw__fd_mark_lost(&s->fd))
         return;
     tw_transport_ref(&s->base);
-    s->fd.flags = (s->fd.flags | TW__FD_LOST) & ~(uint32_t)TW__FD_LOST_PENDING;
     tw_reactor *r = s->base.reactor;
     if (s->in.mode == M_WATCH)
         tw_reactor_remove_reader(r, &s->in.io);
@@ -147,10 +146,8 @@ static void finish(struct stdio *s, int code)
 /* From inside a call of the application: delivered by `later`. */
 static void schedule_loss(struct stdio *s, int code)
 {
-    if (s->fd.flags & TW__FD_GOING)
+    if (!tw__fd_decide_loss(&s->fd, code))
         return;
-    s->fd.flags |= TW__FD_LOST_PENDING;
-    s->fd.reason = code;
     if (code != TW_ECONNDONE)
         tw_wqueue_clear(&s->queue);
     update_interest(s); /* removals only */
