@@ -4,8 +4,11 @@
  *   refresh the clock, run due timers,
  *   poll for I/O, waiting at most min(requested, next timer) — 0 when
  *   cross-thread calls are queued or the run loop has work of its own —
- *   and dispatch it,
- *   refresh the clock, run due timers, run the queued cross-thread calls.
+ *   refresh the clock as soon as the wait returns (the backend does, through
+ *   tw__reactor_woke), and dispatch the I/O,
+ *   run due timers, run the queued cross-thread calls.
+ * So every callback sees the time it was woken at, never the time from
+ * before a wait: a timeout armed from one runs its full length.
  *
  * run() wraps iterations in the startup and shutdown events. Each event fires
  * Twisted's three phases: before triggers run, the deferreds they return are
@@ -769,11 +772,11 @@ static int iterate_once(tw_reactor *r, int64_t timeout_ns)
         if (next >= 0 && (timeout_ns < 0 || next < timeout_ns))
             timeout_ns = next;
     }
+    /* The backend refreshes the clock when its wait returns. */
     int rc = r->backend->poll(r, timeout_ns);
     if (rc < 0)
         tw_log_error(NS, "%s: waiting for events failed: %s", r->backend->name, tw_strerror(rc));
 
-    tw__clock_update(r->clock);
     n += tw__clock_run_due(r->clock);
     n += tw__wakeup_run(r->wakeup);
     n += r->iter_events;
