@@ -28,6 +28,10 @@
 #include "reactor/completion.h"
 #include "reactor/reactor-internal.h"
 
+#ifdef TWINE_HAVE_VALGRIND_H
+#include <valgrind/valgrind.h>
+#endif
+
 #define NS "twine.reactor"
 
 struct tw__trigger {
@@ -77,13 +81,30 @@ static const char *event_name(tw_trigger_event e)
 
 /* ---- Creating and freeing */
 
+/* The backend when none is named. Under valgrind it is epoll: valgrind does
+ * not deliver a signal to a thread blocked in io_uring_enter until the call
+ * returns, so a loop waiting without a bound would never see SIGINT or SIGTERM
+ * (the program could only be killed). A backend named in the options or in
+ * TWINE_REACTOR is used as asked. */
+static const char *default_backend(void)
+{
+#if defined(TWINE_HAVE_LIBURING) && defined(TWINE_HAVE_VALGRIND_H)
+    if (RUNNING_ON_VALGRIND) {
+        tw_log_debug(NS, "running under valgrind, which cannot interrupt io_uring's wait with a "
+                         "signal: using epoll");
+        return "epoll";
+    }
+#endif
+    return DEFAULT_BACKEND;
+}
+
 static int pick_backend(const tw_reactor_options *options, const struct tw__backend **out)
 {
     const char *name = options ? options->backend : NULL;
     if (!name || !*name)
         name = getenv("TWINE_REACTOR");
     if (!name || !*name)
-        name = DEFAULT_BACKEND;
+        name = default_backend();
     for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++) {
         if (strcmp(backends[i]->name, name) == 0) {
             *out = backends[i];
