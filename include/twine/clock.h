@@ -7,8 +7,10 @@
  *
  * Time is in seconds (double) at the API, as in Twisted; inside it is
  * nanoseconds of CLOCK_MONOTONIC. A reactor's clock reads the system clock
- * once per loop iteration and schedules against that cached time (as libuv's
- * uv_now), so scheduling costs no syscall.
+ * when an iteration begins and again as soon as its wait for events returns,
+ * before any callback runs, and schedules against that cached time (as
+ * libuv's uv_now), so scheduling costs no syscall and a delay armed from any
+ * callback counts from when that callback was woken.
  *
  * Order: calls due at the same time run in the order they were scheduled
  * (a reset counts as rescheduling). A call scheduled by a running call with a

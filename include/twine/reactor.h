@@ -29,7 +29,9 @@ typedef struct tw_reactor tw_reactor;
 typedef struct tw_deferred tw_deferred;
 
 typedef struct tw_reactor_options {
-    const char *backend;     /* NULL: $TWINE_REACTOR, else io_uring (or epoll) */
+    /* NULL: $TWINE_REACTOR, else io_uring (epoll where the kernel refuses it,
+     * or under valgrind, which cannot interrupt io_uring's wait with a signal) */
+    const char *backend;
     bool no_signal_handlers; /* true: SIGINT/SIGTERM do not stop a running reactor */
     double shutdown_timeout; /* bound on waiting for before-shutdown deferreds; 0: 30 s */
 } tw_reactor_options;

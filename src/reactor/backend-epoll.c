@@ -98,8 +98,10 @@ static int ep_poll(tw_reactor *r, int64_t timeout_ns)
         ms = (int)((timeout_ns + 999999) / 1000000);
 
     int n = epoll_wait(s->epfd, s->events, BATCH, ms);
+    int err = n < 0 ? errno : 0;
+    tw__reactor_woke(r);
     if (n < 0)
-        return errno == EINTR ? 0 : -errno;
+        return err == EINTR ? 0 : -err;
     int dispatched = 0;
     for (int i = 0; i < n; i++) {
         uint64_t data = s->events[i].data.u64;

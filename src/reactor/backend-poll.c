@@ -146,8 +146,10 @@ static int pl_poll(tw_reactor *r, int64_t timeout_ns)
         ms = (int)((timeout_ns + 999999) / 1000000);
 
     int n = poll(s->pfds, (nfds_t)s->n, ms);
+    int err = n < 0 ? errno : 0;
+    tw__reactor_woke(r);
     if (n < 0)
-        return errno == EINTR ? 0 : -errno;
+        return err == EINTR ? 0 : -err;
     if (n == 0)
         return 0;
 

@@ -102,11 +102,13 @@ static int sl_poll(tw_reactor *r, int64_t timeout_ns)
     s->got_read = s->want_read;
     s->got_write = s->want_write;
     int n = select(maxfd + 1, &s->got_read, &s->got_write, NULL, tvp);
+    int err = n < 0 ? errno : 0;
+    tw__reactor_woke(r);
     if (n < 0) {
-        if (errno == EINTR)
+        if (err == EINTR)
             return 0;
-        if (errno != EBADF)
-            return -errno;
+        if (err != EBADF)
+            return -err;
         mark_bad_fds(s);
     } else if (n == 0) {
         return 0;

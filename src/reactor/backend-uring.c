@@ -801,6 +801,7 @@ static void drain(tw_reactor *r, struct uring_state *s)
         struct io_uring_cqe *cqe;
         struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 10000000};
         int rc = io_uring_wait_cqe_timeout(&s->ring, &cqe, &ts);
+        tw__reactor_woke(r);
         if (rc < 0 && rc != -ETIME && rc != -EINTR)
             break;
         while (io_uring_peek_cqe(&s->ring, &cqe) == 0) {
@@ -847,6 +848,7 @@ static int ur_poll(tw_reactor *r, int64_t timeout_ns)
     run_flushes(s);
     reconcile(r, s);
     int rc = enter(s, timeout_ns);
+    tw__reactor_woke(r); /* before the completions below, and their callbacks */
     submitted(s);
     if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
         return rc;

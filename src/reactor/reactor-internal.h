@@ -42,9 +42,10 @@ struct tw__backend {
      * TW_IO_WRITE; 0: stop watching). io->backend holds what is registered now
      * and is updated by the backend on success. Returns 0 or -errno. */
     int (*update)(tw_reactor *r, tw_io *io, unsigned events);
-    /* Waits up to timeout_ns (-1: no bound, 0: do not wait) and calls
-     * tw__reactor_dispatch_io for each ready watcher. Returns the number of
-     * watchers dispatched, 0 on EINTR, or -errno. */
+    /* Waits up to timeout_ns (-1: no bound, 0: do not wait), calls
+     * tw__reactor_woke as soon as the wait returns (whatever it returned),
+     * then tw__reactor_dispatch_io for each ready watcher. Returns the number
+     * of watchers dispatched, 0 on EINTR, or -errno. */
     int (*poll)(tw_reactor *r, int64_t timeout_ns);
     /* io has left the reactor: drop any event for it not yet dispatched in the
      * batch being dispatched now. */
@@ -59,6 +60,14 @@ extern const struct tw__backend tw__backend_select;
  * io_uring; tw_reactor_new then uses epoll. */
 extern const struct tw__backend tw__backend_uring;
 #endif
+
+/* Called by backends right after each wait for events returns, before any
+ * callback runs: refreshes the loop's time. A callback woken by an event then
+ * schedules from the moment it was woken; with the time from before the wait,
+ * every timeout it armed (a handshake's, a connection's idle time) would be
+ * cut short by however long the loop had been idle. One clock read (vDSO, no
+ * syscall) per wakeup. */
+static inline void tw__reactor_woke(tw_reactor *r);
 
 /* Called by backends: delivers to io the part of `events` it asks for (its
  * io->events); returns 1 if that was not empty and fn ran, else 0. The
@@ -181,5 +190,10 @@ struct tw_reactor {
     tw_threadpool *pool;
     size_t pool_max;
 };
+
+static inline void tw__reactor_woke(tw_reactor *r)
+{
+    tw__clock_update(r->clock);
+}
 
 #endif

@@ -4,8 +4,11 @@
  *   refresh the clock, run due timers,
  *   poll for I/O, waiting at most min(requested, next timer) — 0 when
  *   cross-thread calls are queued or the run loop has work of its own —
- *   and dispatch it,
- *   refresh the clock, run due timers, run the queued cross-thread calls.
+ *   refresh the clock as soon as the wait returns (the backend does, through
+ *   tw__reactor_woke), and dispatch the I/O,
+ *   run due timers, run the queued cross-thread calls.
+ * So every callback sees the time it was woken at, never the time from
+ * before a wait: a timeout armed from one runs its full length.
  *
  * run() wraps iterations in the startup and shutdown events. Each event fires
  * Twisted's three phases: before triggers run, the deferreds they return are
@@ -24,6 +27,10 @@
 
 #include "reactor/completion.h"
 #include "reactor/reactor-internal.h"
+
+#ifdef TWINE_HAVE_VALGRIND_H
+#include <valgrind/valgrind.h>
+#endif
 
 #define NS "twine.reactor"
 
@@ -74,13 +81,30 @@ static const char *event_name(tw_trigger_event e)
 
 /* ---- Creating and freeing */
 
+/* The backend when none is named. Under valgrind it is epoll: valgrind does
+ * not deliver a signal to a thread blocked in io_uring_enter until the call
+ * returns, so a loop waiting without a bound would never see SIGINT or SIGTERM
+ * (the program could only be killed). A backend named in the options or in
+ * TWINE_REACTOR is used as asked. */
+static const char *default_backend(void)
+{
+#if defined(TWINE_HAVE_LIBURING) && defined(TWINE_HAVE_VALGRIND_H)
+    if (RUNNING_ON_VALGRIND) {
+        tw_log_debug(NS, "running under valgrind, which cannot interrupt io_uring's wait with a "
+                         "signal: using epoll");
+        return "epoll";
+    }
+#endif
+    return DEFAULT_BACKEND;
+}
+
 static int pick_backend(const tw_reactor_options *options, const struct tw__backend **out)
 {
     const char *name = options ? options->backend : NULL;
     if (!name || !*name)
         name = getenv("TWINE_REACTOR");
     if (!name || !*name)
-        name = DEFAULT_BACKEND;
+        name = default_backend();
     for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++) {
         if (strcmp(backends[i]->name, name) == 0) {
             *out = backends[i];
@@ -769,11 +793,11 @@ static int iterate_once(tw_reactor *r, int64_t timeout_ns)
         if (next >= 0 && (timeout_ns < 0 || next < timeout_ns))
             timeout_ns = next;
     }
+    /* The backend refreshes the clock when its wait returns. */
     int rc = r->backend->poll(r, timeout_ns);
     if (rc < 0)
         tw_log_error(NS, "%s: waiting for events failed: %s", r->backend->name, tw_strerror(rc));
 
-    tw__clock_update(r->clock);
     n += tw__clock_run_due(r->clock);
     n += tw__wakeup_run(r->wakeup);
     n += r->iter_events;
