@@ -156,12 +156,15 @@ tw_deferred *tw_fail(tw_failure *failure);
 tw_deferred *tw_maybe_deferred(tw_result (*fn)(void *arg), void *arg);
 
 /* ---- Combinators. Each takes over one reference to each of ds[0..n), and
- * cancelling the deferred it returns cancels the inputs whose result it has
- * not had yet. It holds the inputs only until its own deferred fires or is
- * released. A NULL in ds (an input that could not be made) makes it release
- * the others and return NULL, so out-of-memory passes through. Each adds one
- * pair to every input, and allocates nothing after the first pair is added:
- * when it returns NULL, the inputs are as they were. */
+ * cancelling the deferred it returns cancels every input whose result it has
+ * not had yet, in input order, as Twisted does: all of them, even when the
+ * first cancellation fires it (gather fails at the first TW_ECANCELED; a
+ * canceller may supply a value under FIRE_ON_ONE_CALLBACK). Otherwise it
+ * holds the inputs only until its own deferred fires or is released. A
+ * NULL in ds (an input that could not be made) makes it release the others
+ * and return NULL, so out-of-memory passes through. Each adds one pair to
+ * every input, and allocates nothing after the first pair is added: when it
+ * returns NULL, the inputs are as they were. */
 
 /* The result value of tw_deferred_list (without FIRE_ON_ONE_CALLBACK) and of
  * tw_gather: one item per input, in input order. Released with the result
