@@ -40,6 +40,22 @@
  * even ones already read in the same chunk (Twisted's "if
  * self.transport.disconnecting: return"); bytes are dropped.
  *
+ * ---- Pausing
+ * tw_basic_pause_producing pauses the receiver and its transport: no frame
+ * is delivered until tw_basic_resume_producing, not even one already read.
+ * Called from inside a callback, it takes effect right after that frame:
+ * the rest of the chunk is held (copied, unless it was held already), and
+ * so is every byte that arrives while paused. Resuming delivers what was
+ * held at once, even if no new byte ever comes, then reads again. This is
+ * Twisted's LineReceiver and IntNStringReceiver (pauseProducing and
+ * resumeProducing on the protocol); here the netstring receiver and the
+ * line-only receiver pause the same way, where Twisted's
+ * NetstringReceiver and LineOnlyReceiver have no pauseProducing at all.
+ * Pausing the transport alone (tw_transport_pause_producing) only stops
+ * reading: the frames of a chunk already read are still delivered, as in
+ * Twisted. In raw mode a raw chunk is delivered whole; bytes that come
+ * after it are held.
+ *
  * ---- Re-entrancy
  * A callback may write, close, change the settings, switch modes, or cause
  * data_received to be called again (an in-memory loopback): bytes arriving
@@ -61,10 +77,12 @@
 typedef struct tw_basic_receiver {
     tw_protocol base;
     bool disconnecting; /* see Closing; read it freely */
+    bool paused;        /* see Pausing; read it freely */
     /* Private. */
     bool ready; /* set up from the ops */
     bool busy;  /* handling a chunk: more bytes go to pending */
     tw_rbuf pending;
+    tw_producer producer; /* tw_basic_producer's view */
 } tw_basic_receiver;
 
 /* Closes p's connection (tw_transport_lose_connection) and stops delivery:
@@ -74,6 +92,24 @@ int tw_basic_lose_connection(tw_protocol *p);
 
 /* p's disconnecting (false for a protocol that is not a receiver here). */
 bool tw_basic_disconnecting(const tw_protocol *p);
+
+/* Pausing (Twisted's _PauseableMixin, an IPushProducer): see the top of
+ * this file. Each returns 0, or TW_EINVAL for a protocol that is not a
+ * receiver here; what the transport answers (TW_ENOTCONN once the
+ * connection is lost) is not an error of the receiver's. */
+int tw_basic_pause_producing(tw_protocol *p);
+/* Resumes the transport and delivers what was held before returning (from
+ * inside a callback: once that callback has returned). */
+int tw_basic_resume_producing(tw_protocol *p);
+/* Paused for good, and tw_basic_lose_connection. */
+int tw_basic_stop_producing(tw_protocol *p);
+/* p's paused (false for a protocol that is not a receiver here). */
+bool tw_basic_paused(const tw_protocol *p);
+/* The receiver as a tw_producer whose ops are the three calls above, to
+ * register with another connection (tw_transport_register_producer): a
+ * proxy whose far side is slow pauses the receiver, not only its
+ * transport. Valid as long as p is; NULL for another protocol. */
+tw_producer *tw_basic_producer(tw_protocol *p);
 
 /* ---- LineReceiver / LineOnlyReceiver */
 
