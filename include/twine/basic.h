@@ -119,11 +119,18 @@ typedef struct tw_line_receiver_ops {
     void (*line_received)(tw_protocol *p, const char *line, size_t len);
     /* Raw mode: every byte as it comes. NULL: raw bytes are dropped. */
     void (*raw_data_received)(tw_protocol *p, const char *data, size_t len);
-    /* A line longer than the maximum: data[0..len) is the part of the long
-     * line (and whatever followed it) in this chunk, dropped after the call.
+    /* A line longer than the maximum (its length not counting the
+     * delimiter, nor bytes at the end of a partial line that may begin it).
+     * LineReceiver: data[0..len) is the part of the long line (and whatever
+     * followed it) in this chunk, dropped after the call; a hook that keeps
+     * the connection open gets the next chunk parsed as a new line.
+     * line_only (Twisted's LineOnlyReceiver): data[0..len) is the long line
+     * alone, without its delimiter, or, when its delimiter has not come
+     * yet, all of it received so far (ending, maybe, with bytes that begin
+     * the delimiter, as Twisted's buffer does); the rest of the line is
+     * then dropped as it arrives and the lines after it are delivered.
      * NULL: logs why at the warning level and tw_basic_lose_connection (as
-     * Twisted). A hook that keeps the connection open gets the next chunk
-     * parsed as a new line. */
+     * Twisted). */
     void (*line_length_exceeded)(tw_protocol *p, const char *data, size_t len);
     /* Optional hooks, called after the receiver's own work. */
     void (*connection_made)(tw_protocol *p);
@@ -136,7 +143,10 @@ typedef struct tw_line_receiver_ops {
     const char *delimiter;
     size_t delimiter_len;
     size_t max_length;
-    /* LineOnlyReceiver: no raw mode (set_raw_mode returns TW_ENOTSUP). */
+    /* LineOnlyReceiver: no raw mode (set_raw_mode returns TW_ENOTSUP), and
+     * its rules for long lines (line_length_exceeded). A partial line is
+     * checked after each chunk, so one chunk's worth of it may be held
+     * beyond the maximum until then. */
     bool line_only;
 } tw_line_receiver_ops;
 
@@ -147,6 +157,7 @@ typedef struct tw_line_receiver {
     bool in_feed;       /* inside the decoder's feed (a line callback may run) */
     bool cleared;       /* clear_line_buffer took the rest of the chunk */
     bool delim_pending; /* set_delimiter from a line: applied after it */
+    bool skipping;      /* line_only: dropping the rest of a long line */
     uint8_t delim_len;  /* the current delimiter, for send_line and clear_line_buffer */
     char delim[TW_LINE_DELIMITER_MAX];
     size_t max;        /* MAX_LENGTH, for the log */

@@ -174,6 +174,20 @@ static const tw_line_receiver_ops *lr_ops(const tw_protocol *p)
     return (const tw_line_receiver_ops *)p->ops;
 }
 
+/* LineOnlyReceiver applies MAX_LENGTH itself: its decoder takes lines of
+ * any length (TW_LINE_MAX_LIMIT), so that a long line reaches the hook
+ * alone and whole, and the receiver skips the rest of a long line that was
+ * still partial. Between reads the decoder still holds no more than the
+ * maximum (plus a partial delimiter): the receiver checks it after each
+ * chunk. */
+static void lr_set_max(tw_line_receiver *lr, size_t max)
+{
+    lr->max = max ? max : TW_LINE_DEFAULT_MAX;
+    if (lr->max > TW_LINE_MAX_LIMIT)
+        lr->max = TW_LINE_MAX_LIMIT;
+    tw_line_decoder_set_max(&lr->dec, lr_ops(&lr->rx.base)->line_only ? TW_LINE_MAX_LIMIT : max);
+}
+
 static void lr_setup(tw_line_receiver *lr)
 {
     const tw_line_receiver_ops *ops = lr_ops(&lr->rx.base);
@@ -189,8 +203,7 @@ static void lr_setup(tw_line_receiver *lr)
             tw_log_warn(NS, "bad line delimiter (%zu bytes): using \"\\r\\n\"", n);
         }
     }
-    tw_line_decoder_set_max(&lr->dec, ops->max_length);
-    lr->max = ops->max_length ? ops->max_length : TW_LINE_DEFAULT_MAX;
+    lr_set_max(lr, ops->max_length);
     rx_setup(&lr->rx);
 }
 
@@ -210,6 +223,8 @@ void tw_line_receiver_connection_made(tw_protocol *p)
         lr_ops(p)->connection_made(p);
 }
 
+static void line_too_long(tw_protocol *p, const char *data, size_t len);
+
 static int on_line(void *ctx, const char *line, size_t len)
 {
     tw_line_receiver *lr = ctx;
@@ -217,7 +232,12 @@ static int on_line(void *ctx, const char *line, size_t len)
     lr->cur_off += (long long)(len + lr->delim_len);
     if (lr->rx.disconnecting)
         return 1;
-    lr_ops(p)->line_received(p, line, len);
+    if (lr->skipping)
+        lr->skipping = false; /* the end of a long line handed over already */
+    else if (lr_ops(p)->line_only && len > lr->max)
+        line_too_long(p, line, len);
+    else
+        lr_ops(p)->line_received(p, line, len);
     return lr->rx.disconnecting || lr->rx.paused || lr->raw || lr->cleared || lr->delim_pending;
 }
 
@@ -229,6 +249,51 @@ static void line_too_long(tw_protocol *p, const char *data, size_t len)
     }
     tw_log_warn(NS, "line longer than %zu bytes received: closing the connection", lr_of(p)->max);
     close_rx(p);
+}
+
+/* How many bytes at the end of b[0..n) may begin the delimiter. */
+static size_t delim_start(const tw_line_receiver *lr, const char *b, size_t n)
+{
+    size_t k = lr->delim_len - 1u;
+    if (k > n)
+        k = n;
+    for (; k > 0; k--)
+        if (memcmp(b + n - k, lr->delim, k) == 0)
+            return k;
+    return 0;
+}
+
+/* LineOnlyReceiver, after a chunk whose bytes the decoder all took: a
+ * partial line longer than the maximum (not counting what may begin the
+ * delimiter, so that the verdict does not depend on the split) goes to the
+ * hook, all of it that has arrived, and the rest of that line is skipped;
+ * while skipping, only what may begin the delimiter is kept. */
+static void only_check_tail(tw_protocol *p)
+{
+    tw_line_receiver *lr = lr_of(p);
+    size_t n;
+    const char *held = tw_line_decoder_buffered(&lr->dec, &n);
+    size_t k = delim_start(lr, held, n);
+    if (!lr->skipping) {
+        if (n - k <= lr->max)
+            return;
+        lr->skipping = true;
+        line_too_long(p, held, n);
+        if (lr->rx.disconnecting)
+            return;
+        held = tw_line_decoder_buffered(&lr->dec, &n); /* the hook may have cleared it */
+        k = delim_start(lr, held, n);
+    }
+    if (k == n)
+        return;
+    char keep[TW_LINE_DELIMITER_MAX];
+    memcpy(keep, held + n - k, k);
+    tw_line_decoder_clear(&lr->dec);
+    if (k && tw_line_decoder_feed(&lr->dec, keep, k, on_line, lr, NULL) < 0) {
+        tw_log_error(NS, "cannot hold a partial line (%s): closing the connection",
+                     tw_strerror(TW_ENOMEM));
+        close_rx(p);
+    }
 }
 
 static size_t lr_handle(tw_protocol *p, const char *data, size_t len)
@@ -271,6 +336,8 @@ static size_t lr_handle(tw_protocol *p, const char *data, size_t len)
             close_rx(p);
             return 0;
         } else {
+            if (lr_ops(p)->line_only)
+                only_check_tail(p);
             return 0;
         }
     }
@@ -417,8 +484,7 @@ int tw_line_receiver_set_max_length(tw_protocol *p, size_t max)
     tw_line_receiver *lr = lr_of(p);
     if (!lr->rx.ready)
         lr_setup(lr);
-    tw_line_decoder_set_max(&lr->dec, max);
-    lr->max = max ? max : TW_LINE_DEFAULT_MAX;
+    lr_set_max(lr, max);
     return 0;
 }
 

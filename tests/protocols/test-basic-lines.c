@@ -696,3 +696,142 @@ TW_TEST(pausing, misuse)
     cr_assert_eq(t.lines, 1);
     tw_line_receiver_free(p);
 }
+
+/* ---- LineOnlyReceiver's length rules (Twisted's LineOnlyReceiver): a line
+ * longer than the maximum, complete or still partial, goes to
+ * line_length_exceeded alone; the lines around it are delivered. */
+
+static const char *long_line; /* the long line and its delimiter */
+static char exceeded_arg[64];
+
+static void t_only_exceeded(tw_protocol *p, const char *data, size_t len)
+{
+    tester *t = (tester *)p;
+    logs(t, "X", 1);
+    /* All of the long line that arrived (with what may begin its
+     * delimiter, as Twisted's buffer), or the whole line: never the whole
+     * delimiter, never bytes of another line. */
+    cr_assert_lt(len, strlen(long_line));
+    cr_assert_eq(memcmp(data, long_line, len), 0, "handed %.*s", (int)len, data);
+    cr_assert_lt(len, sizeof exceeded_arg);
+    memcpy(exceeded_arg, data, len);
+    exceeded_arg[len] = '\0';
+}
+
+static const tw_line_receiver_ops only_hook_ops = {
+    .protocol = TW_LINE_RECEIVER_PROTOCOL_OPS,
+    .line_received = t_line,
+    .line_length_exceeded = t_only_exceeded,
+    .free = t_free,
+    .line_only = true,
+    .max_length = 5,
+};
+
+TW_TEST(line_only, a_complete_long_line_alone_goes_to_the_hook)
+{
+    long_line = "123456\r\n";
+    /* Fed whole, the hook gets exactly the line (Twisted's argument). */
+    run r = {0};
+    start(&r, &only_hook_ops, NULL);
+    tw_string_transport_feed(r.st, "12345\r\n123456\r\nx\r\n", 19);
+    cr_assert_str_eq(r.t.log, "L12345|XLx|");
+    cr_assert_str_eq(exceeded_arg, "123456");
+    cr_assert_eq(r.st->lose_calls, 0, "the hook keeps the connection");
+    finish(&r);
+    /* Any split: the same lines and one call of the hook. */
+    const char *data = "12345\r\n123456\r\nx\r\n";
+    size_t len = strlen(data);
+    for (size_t at = 0; at <= len; at++) {
+        memset(&r, 0, sizeof r);
+        start(&r, &only_hook_ops, NULL);
+        tw_testing_feed_split(data, len, at, tw_string_transport_feeder, r.st);
+        cr_assert_str_eq(r.t.log, "L12345|XLx|", "split %zu", at);
+        finish(&r);
+    }
+    every_chunk(&only_hook_ops, NULL, data, "L12345|XLx|");
+}
+
+TW_TEST(line_only, a_partial_long_line_goes_to_the_hook_and_its_rest_is_skipped)
+{
+    long_line = "1234567890\r\n";
+    run r = {0};
+    start(&r, &only_hook_ops, NULL);
+    tw_string_transport_feed(r.st, "ab\r\n1234567", 11);
+    cr_assert_str_eq(r.t.log, "Lab|X");
+    cr_assert_str_eq(exceeded_arg, "1234567", "all of it so far");
+    /* The rest of the long line is not a line of its own. */
+    tw_string_transport_feed(r.st, "89", 2);
+    tw_string_transport_feed(r.st, "0\r\nx\r\n", 6);
+    cr_assert_str_eq(r.t.log, "Lab|XLx|");
+    finish(&r);
+    every_chunk(&only_hook_ops, NULL, "ab\r\n1234567890\r\nx\r\ny", "Lab|XLx|");
+    const char *data = "ab\r\n1234567890\r\nx\r\n";
+    size_t len = strlen(data);
+    for (size_t at = 0; at <= len; at++) {
+        memset(&r, 0, sizeof r);
+        start(&r, &only_hook_ops, NULL);
+        tw_testing_feed_split(data, len, at, tw_string_transport_feeder, r.st);
+        cr_assert_str_eq(r.t.log, "Lab|XLx|", "split %zu", at);
+        finish(&r);
+    }
+}
+
+TW_TEST(line_only, a_line_of_the_maximum_passes_however_split)
+{
+    /* Twisted's LineOnlyReceiver fails "12345\r" held at the end of a chunk
+     * (its buffer is 6 bytes); here the "\r" may begin the delimiter and
+     * does not count, so the verdict does not depend on the split. */
+    long_line = "";
+    every_chunk(&only_hook_ops, NULL, "12345\r\nz\r\n", "L12345|Lz|");
+    const char *data = "12345\r\nz\r\n";
+    size_t len = strlen(data);
+    for (size_t at = 0; at <= len; at++) {
+        run r = {0};
+        start(&r, &only_hook_ops, NULL);
+        tw_testing_feed_split(data, len, at, tw_string_transport_feeder, r.st);
+        cr_assert_str_eq(r.t.log, "L12345|Lz|", "split %zu", at);
+        finish(&r);
+    }
+}
+
+TW_TEST(line_only, without_a_hook_a_long_line_closes)
+{
+    tw_testing_log_capture_start();
+    every_chunk(&only_ops, NULL, "12345\r\n123456\r\nx\r\n", "L12345|");
+    every_chunk(&only_ops, NULL, "ab\r\n123456", "Lab|");
+    cr_assert_gt(tw_testing_log_count("line longer than 5 bytes"), 0);
+    tw_testing_log_capture_stop();
+    run r = {0};
+    start(&r, &only_ops, NULL);
+    tw_string_transport_feed(r.st, "ab\r\n123456", 10);
+    cr_assert_eq(r.st->lose_calls, 1);
+    cr_assert(tw_basic_disconnecting(&r.t.lr.rx.base));
+    finish(&r);
+}
+
+TW_TEST(line_only, a_long_line_that_spans_chunks_is_handed_over_whole)
+{
+    long_line = "abcdef\r\n";
+    run r = {0};
+    start(&r, &only_hook_ops, NULL);
+    tw_string_transport_feed(r.st, "abc", 3);
+    tw_string_transport_feed(r.st, "def\r\nok\r\n", 9);
+    cr_assert_str_eq(r.t.log, "XLok|");
+    cr_assert_str_eq(exceeded_arg, "abcdef");
+    finish(&r);
+}
+
+TW_TEST(line_only, set_max_length_applies_to_the_next_lines)
+{
+    long_line = "abcdefg\r\n";
+    run r = {0};
+    start(&r, &only_hook_ops, NULL);
+    tw_protocol *p = &r.t.lr.rx.base;
+    cr_assert_eq(tw_line_receiver_set_max_length(p, 2), 0);
+    tw_string_transport_feed(r.st, "ab\r\nabc\r\n", 9);
+    cr_assert_str_eq(r.t.log, "Lab|X");
+    cr_assert_eq(tw_line_receiver_set_max_length(p, 6), 0);
+    tw_string_transport_feed(r.st, "abcdef\r\nabcdefg\r\n", 17);
+    cr_assert_str_eq(r.t.log, "Lab|XLabcdef|X");
+    finish(&r);
+}
