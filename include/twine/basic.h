@@ -34,11 +34,23 @@
  * ---- Closing and "disconnecting"
  * transport.h has no disconnecting query, so the receiver keeps its own:
  * disconnecting becomes true when the receiver closes the connection itself
- * (a line too long, a broken peer, out of memory) or when the protocol closes
- * it with tw_basic_lose_connection (use it instead of
- * tw_transport_lose_connection). From then on no more frames are delivered,
- * even ones already read in the same chunk (Twisted's "if
- * self.transport.disconnecting: return"); bytes are dropped.
+ * (a line too long, a broken peer, out of memory) or when the protocol
+ * closes it with tw_basic_lose_connection or tw_basic_stop_producing (use
+ * them instead of tw_transport_lose_connection). From then on no frame is
+ * delivered, not even one already read in the same chunk, and bytes that
+ * still arrive are dropped: every receiver here behaves so.
+ * Twisted 22.4 tests transport.disconnecting instead, and its receivers
+ * differ: LineReceiver stops after the line that closed, as here, but
+ * keeps the rest of its buffer and delivers one more line at each later
+ * dataReceived (it tests after each line); LineOnlyReceiver delivers
+ * nothing more, as here; NetstringReceiver and IntNStringReceiver never
+ * test it, and deliver every string left in the chunk and any that comes
+ * later. A real transport reads nothing after loseConnection, so what is
+ * at stake is the rest of the chunk being handled.
+ * A protocol that calls tw_transport_lose_connection itself bypasses the
+ * receiver, which does not know: it delivers the rest of the chunk being
+ * handled (as Twisted's netstring and length-prefixed receivers do), and
+ * the transport reads nothing more.
  *
  * ---- Pausing
  * tw_basic_pause_producing pauses the receiver and its transport: no frame

@@ -835,3 +835,29 @@ TW_TEST(line_only, set_max_length_applies_to_the_next_lines)
     cr_assert_str_eq(r.t.log, "Lab|XLabcdef|X");
     finish(&r);
 }
+
+/* Closing through the transport itself bypasses the receiver: it does not
+ * know, and the rest of the chunk is delivered (basic.h, Closing). */
+static void close_by_transport(tw_protocol *p, const char *line, size_t len)
+{
+    t_line(p, line, len);
+    if (is("stop", line, len))
+        tw_transport_lose_connection(p->transport);
+}
+
+static const tw_line_receiver_ops close_ops = {
+    .protocol = TW_LINE_RECEIVER_PROTOCOL_OPS,
+    .line_received = close_by_transport,
+    .free = t_free,
+};
+
+TW_TEST(lines, a_close_through_the_transport_is_not_seen)
+{
+    run r = {0};
+    start(&r, &close_ops, NULL);
+    tw_string_transport_feed(r.st, "a\r\nstop\r\nb\r\n", 12);
+    cr_assert_str_eq(r.t.log, "La|Lstop|Lb|");
+    cr_assert_eq(r.st->lose_calls, 1);
+    cr_assert_not(tw_basic_disconnecting(&r.t.lr.rx.base));
+    finish(&r);
+}
