@@ -72,8 +72,9 @@
  * A callback may write, close, change the settings, switch modes, or cause
  * data_received to be called again (an in-memory loopback): bytes arriving
  * while a chunk is being handled are queued after what is left of it, as
- * Twisted's _busyReceiving does. Queuing copies; if that copy runs out of
- * memory the connection is closed (logged). */
+ * Twisted's _busyReceiving does. Queuing (and holding while paused)
+ * copies; if that copy runs out of memory the connection is closed
+ * (logged). */
 #ifndef TWINE_BASIC_H
 #define TWINE_BASIC_H
 

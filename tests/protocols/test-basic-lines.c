@@ -676,6 +676,24 @@ TW_TEST(pausing, registered_as_another_connections_producer)
     finish(&r);
 }
 
+TW_TEST(pausing, holding_the_rest_out_of_memory_closes)
+{
+    tester setup = {.pause_on = "P"};
+    run r = {0};
+    start(&r, &crlf_ops, &setup);
+    tw_testing_log_capture_start();
+    tw_testing_fail_alloc_after(0);
+    tw_string_transport_feed(r.st, "P\r\nb\r\n", 6);
+    tw_testing_fail_alloc_off();
+    cr_assert_eq(tw_testing_log_count("out of memory holding 3 bytes"), 1);
+    tw_testing_log_capture_stop();
+    cr_assert_eq(r.st->lose_calls, 1);
+    cr_assert(tw_basic_disconnecting(&r.t.lr.rx.base));
+    tw_basic_resume_producing(&r.t.lr.rx.base);
+    cr_assert_str_eq(r.t.log, "LP|");
+    finish(&r);
+}
+
 TW_TEST(pausing, misuse)
 {
     tw_protocol plain;
