@@ -2,13 +2,15 @@
  * transport.
  *
  * Input: byte 0 picks the receiver (0: netstring, 1/2/3: 8/16/32-bit
- * prefixes) and, in bit 2, whether a string "Q" makes the protocol close the
- * connection; byte 1 is the maximum length (the byte times 8); then the stream,
- * fed in pieces whose lengths come from control bytes (bits 0-5: length).
+ * prefixes), in bit 2, whether a string "Q" makes the protocol close the
+ * connection, and in bit 3 pausing (a string starting with 'P' pauses the
+ * receiver; a piece of odd length resumes it first); byte 1 is the maximum
+ * length (the byte times 8); then the stream, fed in pieces whose lengths
+ * come from control bytes (bits 0-5: length).
  *
  * Invariants (trap on failure): no string is longer than the maximum;
  * nothing arrives after the receiver stopped (disconnecting, a broken peer, a
- * length over the limit); the bytes delivered never outnumber the bytes fed;
+ * length over the limit) or while it is paused; the bytes delivered never outnumber the bytes fed;
  * everything allocated is freed at the end (tw_testing_alloc_live). */
 #include <stdbool.h>
 #include <stddef.h>
@@ -28,6 +30,7 @@ typedef struct fz {
     size_t max;
     size_t delivered;
     bool quit_on_q;
+    bool pausing;
 } fz;
 
 static void on_string(tw_protocol *p, const char *s, size_t len)
@@ -35,9 +38,12 @@ static void on_string(tw_protocol *p, const char *s, size_t len)
     fz *f = (fz *)p;
     CHECK(len <= f->max);
     CHECK(!tw_basic_disconnecting(p));
+    CHECK(!tw_basic_paused(p));
     f->delivered += len;
     if (f->quit_on_q && len == 1 && s[0] == 'Q')
         tw_basic_lose_connection(p);
+    if (f->pausing && len > 0 && s[0] == 'P')
+        CHECK(tw_basic_pause_producing(p) == 0);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -60,7 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .prefix_bytes = prefix[kind],
         .max_length = max ? max : 1,
     };
-    fz f = {.max = max ? max : 1, .quit_on_q = data[0] & 4};
+    fz f = {.max = max ? max : 1, .quit_on_q = data[0] & 4, .pausing = data[0] & 8};
     if (kind == 0)
         tw_netstring_receiver_init(&f.rx.ns, &ns_ops);
     else
@@ -78,10 +84,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t n = data[i++] & 63;
         if (n > size - i)
             n = size - i;
+        if (f.pausing && (n & 1))
+            CHECK(tw_basic_resume_producing(p) == 0);
         tw_string_transport_feed(st, data + i, n);
         fed += n;
         i += n;
     }
+    tw_basic_resume_producing(p);
     CHECK(f.delivered <= fed);
     tw_string_transport_lose(st, TW_ECONNDONE);
     tw_string_transport_free(st);

@@ -34,18 +34,47 @@
  * ---- Closing and "disconnecting"
  * transport.h has no disconnecting query, so the receiver keeps its own:
  * disconnecting becomes true when the receiver closes the connection itself
- * (a line too long, a broken peer, out of memory) or when the protocol closes
- * it with tw_basic_lose_connection (use it instead of
- * tw_transport_lose_connection). From then on no more frames are delivered,
- * even ones already read in the same chunk (Twisted's "if
- * self.transport.disconnecting: return"); bytes are dropped.
+ * (a line too long, a broken peer, out of memory) or when the protocol
+ * closes it with tw_basic_lose_connection or tw_basic_stop_producing (use
+ * them instead of tw_transport_lose_connection). From then on no frame is
+ * delivered, not even one already read in the same chunk, and bytes that
+ * still arrive are dropped: every receiver here behaves so.
+ * Twisted 22.4 tests transport.disconnecting instead, and its receivers
+ * differ: LineReceiver stops after the line that closed, as here, but
+ * keeps the rest of its buffer and delivers one more line at each later
+ * dataReceived (it tests after each line); LineOnlyReceiver delivers
+ * nothing more, as here; NetstringReceiver and IntNStringReceiver never
+ * test it, and deliver every string left in the chunk and any that comes
+ * later. A real transport reads nothing after loseConnection, so what is
+ * at stake is the rest of the chunk being handled.
+ * A protocol that calls tw_transport_lose_connection itself bypasses the
+ * receiver, which does not know: it delivers the rest of the chunk being
+ * handled (as Twisted's netstring and length-prefixed receivers do), and
+ * the transport reads nothing more.
+ *
+ * ---- Pausing
+ * tw_basic_pause_producing pauses the receiver and its transport: no frame
+ * is delivered until tw_basic_resume_producing, not even one already read.
+ * Called from inside a callback, it takes effect right after that frame:
+ * the rest of the chunk is held (copied, unless it was held already), and
+ * so is every byte that arrives while paused. Resuming delivers what was
+ * held at once, even if no new byte ever comes, then reads again. This is
+ * Twisted's LineReceiver and IntNStringReceiver (pauseProducing and
+ * resumeProducing on the protocol); here the netstring receiver and the
+ * line-only receiver pause the same way, where Twisted's
+ * NetstringReceiver and LineOnlyReceiver have no pauseProducing at all.
+ * Pausing the transport alone (tw_transport_pause_producing) only stops
+ * reading: the frames of a chunk already read are still delivered, as in
+ * Twisted. In raw mode a raw chunk is delivered whole; bytes that come
+ * after it are held.
  *
  * ---- Re-entrancy
  * A callback may write, close, change the settings, switch modes, or cause
  * data_received to be called again (an in-memory loopback): bytes arriving
  * while a chunk is being handled are queued after what is left of it, as
- * Twisted's _busyReceiving does. Queuing copies; if that copy runs out of
- * memory the connection is closed (logged). */
+ * Twisted's _busyReceiving does. Queuing (and holding while paused)
+ * copies; if that copy runs out of memory the connection is closed
+ * (logged). */
 #ifndef TWINE_BASIC_H
 #define TWINE_BASIC_H
 
@@ -61,10 +90,12 @@
 typedef struct tw_basic_receiver {
     tw_protocol base;
     bool disconnecting; /* see Closing; read it freely */
+    bool paused;        /* see Pausing; read it freely */
     /* Private. */
     bool ready; /* set up from the ops */
     bool busy;  /* handling a chunk: more bytes go to pending */
     tw_rbuf pending;
+    tw_producer producer; /* tw_basic_producer's view */
 } tw_basic_receiver;
 
 /* Closes p's connection (tw_transport_lose_connection) and stops delivery:
@@ -75,6 +106,24 @@ int tw_basic_lose_connection(tw_protocol *p);
 /* p's disconnecting (false for a protocol that is not a receiver here). */
 bool tw_basic_disconnecting(const tw_protocol *p);
 
+/* Pausing (Twisted's _PauseableMixin, an IPushProducer): see the top of
+ * this file. Each returns 0, or TW_EINVAL for a protocol that is not a
+ * receiver here; what the transport answers (TW_ENOTCONN once the
+ * connection is lost) is not an error of the receiver's. */
+int tw_basic_pause_producing(tw_protocol *p);
+/* Resumes the transport and delivers what was held before returning (from
+ * inside a callback: once that callback has returned). */
+int tw_basic_resume_producing(tw_protocol *p);
+/* Paused for good, and tw_basic_lose_connection. */
+int tw_basic_stop_producing(tw_protocol *p);
+/* p's paused (false for a protocol that is not a receiver here). */
+bool tw_basic_paused(const tw_protocol *p);
+/* The receiver as a tw_producer whose ops are the three calls above, to
+ * register with another connection (tw_transport_register_producer): a
+ * proxy whose far side is slow pauses the receiver, not only its
+ * transport. Valid as long as p is; NULL for another protocol. */
+tw_producer *tw_basic_producer(tw_protocol *p);
+
 /* ---- LineReceiver / LineOnlyReceiver */
 
 typedef struct tw_line_receiver_ops {
@@ -83,11 +132,18 @@ typedef struct tw_line_receiver_ops {
     void (*line_received)(tw_protocol *p, const char *line, size_t len);
     /* Raw mode: every byte as it comes. NULL: raw bytes are dropped. */
     void (*raw_data_received)(tw_protocol *p, const char *data, size_t len);
-    /* A line longer than the maximum: data[0..len) is the part of the long
-     * line (and whatever followed it) in this chunk, dropped after the call.
+    /* A line longer than the maximum (its length not counting the
+     * delimiter, nor bytes at the end of a partial line that may begin it).
+     * LineReceiver: data[0..len) is the part of the long line (and whatever
+     * followed it) in this chunk, dropped after the call; a hook that keeps
+     * the connection open gets the next chunk parsed as a new line.
+     * line_only (Twisted's LineOnlyReceiver): data[0..len) is the long line
+     * alone, without its delimiter, or, when its delimiter has not come
+     * yet, all of it received so far (ending, maybe, with bytes that begin
+     * the delimiter, as Twisted's buffer does); the rest of the line is
+     * then dropped as it arrives and the lines after it are delivered.
      * NULL: logs why at the warning level and tw_basic_lose_connection (as
-     * Twisted). A hook that keeps the connection open gets the next chunk
-     * parsed as a new line. */
+     * Twisted). */
     void (*line_length_exceeded)(tw_protocol *p, const char *data, size_t len);
     /* Optional hooks, called after the receiver's own work. */
     void (*connection_made)(tw_protocol *p);
@@ -100,7 +156,10 @@ typedef struct tw_line_receiver_ops {
     const char *delimiter;
     size_t delimiter_len;
     size_t max_length;
-    /* LineOnlyReceiver: no raw mode (set_raw_mode returns TW_ENOTSUP). */
+    /* LineOnlyReceiver: no raw mode (set_raw_mode returns TW_ENOTSUP), and
+     * its rules for long lines (line_length_exceeded). A partial line is
+     * checked after each chunk, so one chunk's worth of it may be held
+     * beyond the maximum until then. */
     bool line_only;
 } tw_line_receiver_ops;
 
@@ -111,6 +170,7 @@ typedef struct tw_line_receiver {
     bool in_feed;       /* inside the decoder's feed (a line callback may run) */
     bool cleared;       /* clear_line_buffer took the rest of the chunk */
     bool delim_pending; /* set_delimiter from a line: applied after it */
+    bool skipping;      /* line_only: dropping the rest of a long line */
     uint8_t delim_len;  /* the current delimiter, for send_line and clear_line_buffer */
     char delim[TW_LINE_DELIMITER_MAX];
     size_t max;        /* MAX_LENGTH, for the log */

@@ -1,6 +1,7 @@
 /* Deferreds (twisted.internet.defer): a result that is not there yet.
  *
- * Semantics are Twisted's, exactly:
+ * Semantics are Twisted's (compared with Twisted 22.4), except where a
+ * point below or a declaration says how Twine differs:
  * - Callbacks and errbacks are added in pairs and run in order. The chain
  *   holds one current result: a value goes to the next callback, a failure
  *   skips to the next errback. What a callback or errback returns becomes the
@@ -9,7 +10,8 @@
  * - A callback that returns a deferred (tw_result_deferred) pauses the chain
  *   until that deferred fires; its result then becomes the current result.
  *   A callback that returns its own deferred fails it with TW_EINVAL (logged:
- *   it would wait forever).
+ *   it would wait forever). Twisted 22.4 only warns, and that chain stops
+ *   there for good.
  * - Adding callbacks to a deferred that has fired (and is not paused) runs
  *   them at once; added from inside that deferred's chain (a running callback
  *   of it, or of a deferred it is handing its result to), they run when the
@@ -115,10 +117,14 @@ int tw_deferred_errback(tw_deferred *d, tw_failure *failure);
 /* True once callback or errback has been called. */
 bool tw_deferred_called(const tw_deferred *d);
 
-/* Pause: callbacks stop running (results wait) until a matching unpause,
- * from the next callback on when paused from inside the chain. Pauses nest.
- * unpause returns TW_EPAUSED if d is not paused (waiting on a returned
- * deferred is not a pause to undo). */
+/* Pause: callbacks stop running (results wait) until a matching unpause.
+ * Pauses nest. unpause returns TW_EPAUSED if d is not paused (waiting on a
+ * returned deferred is not a pause to undo).
+ * Paused from inside d's own chain (one of its callbacks), the chain stops
+ * right after that callback: the callbacks already added after it wait for
+ * the unpause too. Twisted 22.4 differs here: its run loop looks at the
+ * pause only between deferreds, so the callbacks already in the chain run
+ * on in the same pass, and only the ones added later wait for unpause. */
 void tw_deferred_pause(tw_deferred *d);
 int tw_deferred_unpause(tw_deferred *d);
 
@@ -156,12 +162,15 @@ tw_deferred *tw_fail(tw_failure *failure);
 tw_deferred *tw_maybe_deferred(tw_result (*fn)(void *arg), void *arg);
 
 /* ---- Combinators. Each takes over one reference to each of ds[0..n), and
- * cancelling the deferred it returns cancels the inputs whose result it has
- * not had yet. It holds the inputs only until its own deferred fires or is
- * released. A NULL in ds (an input that could not be made) makes it release
- * the others and return NULL, so out-of-memory passes through. Each adds one
- * pair to every input, and allocates nothing after the first pair is added:
- * when it returns NULL, the inputs are as they were. */
+ * cancelling the deferred it returns cancels every input whose result it has
+ * not had yet, in input order, as Twisted does: all of them, even when the
+ * first cancellation fires it (gather fails at the first TW_ECANCELED; a
+ * canceller may supply a value under FIRE_ON_ONE_CALLBACK). Otherwise it
+ * holds the inputs only until its own deferred fires or is released. A
+ * NULL in ds (an input that could not be made) makes it release the others
+ * and return NULL, so out-of-memory passes through. Each adds one pair to
+ * every input, and allocates nothing after the first pair is added: when it
+ * returns NULL, the inputs are as they were. */
 
 /* The result value of tw_deferred_list (without FIRE_ON_ONE_CALLBACK) and of
  * tw_gather: one item per input, in input order. Released with the result

@@ -6,7 +6,15 @@
  * passthrough "hook" pair put first on `out`: when out fires, or is released
  * unfired, the hook lets the inputs go (nothing can cancel them through out
  * any more), which breaks the group <-> input cycle. The group is freed when
- * the last of those pairs is done. */
+ * the last of those pairs is done.
+ *
+ * Cancelling out cancels every input whose pair has not run, as Twisted's
+ * DeferredList.cancel goes through its whole list: out usually fires inside
+ * the first cancellation (an ECANCELED failure under FIRE_ON_ONE_ERRBACK,
+ * which gather uses, or a value a canceller supplies under
+ * FIRE_ON_ONE_CALLBACK), and the operations behind the others must still be
+ * stopped. So while a cancellation is going through the inputs, the hook
+ * leaves them to it, and it lets them go when it is done. */
 #include <twine/alloc.h>
 #include <twine/deferred.h>
 #include <twine/error.h>
@@ -31,6 +39,7 @@ struct group {
     unsigned flags;
     size_t n;
     size_t finished;                 /* inputs whose pair ran */
+    unsigned cancelling;             /* cancel_inputs calls under way (they nest) */
     tw_deferred *out;                /* NULL once out fired or was released */
     bool won;                        /* race: a value arrived */
     tw_failure *failure;             /* race: the failure of the lowest input so far */
@@ -73,16 +82,23 @@ static void slot_release(void *arg)
     group_unref(s->group);
 }
 
-/* Lets the inputs go: out has fired or is gone. */
-static void hook_release(void *arg)
+static void let_inputs_go(struct group *g)
 {
-    struct group *g = arg;
-    g->out = NULL;
     for (size_t i = 0; i < g->n; i++) {
         tw_deferred *in = g->slots[i].input;
         g->slots[i].input = NULL;
         tw_deferred_unref(in);
     }
+}
+
+/* Out has fired or is gone: nothing can cancel the inputs through it any
+ * more, except a cancellation already going through them. */
+static void hook_release(void *arg)
+{
+    struct group *g = arg;
+    g->out = NULL;
+    if (!g->cancelling)
+        let_inputs_go(g);
     group_unref(g);
 }
 
@@ -91,10 +107,12 @@ static bool group_open(const struct group *g)
     return g->out && !tw_deferred_called(g->out);
 }
 
-/* Cancels the inputs whose pair has not run (skipping `except`). */
+/* Cancels the inputs whose pair has not run (skipping `except`), all of
+ * them even if out fires on the way. */
 static void cancel_inputs(struct group *g, size_t except)
 {
     g->refs++;
+    g->cancelling++;
     for (size_t i = 0; i < g->n; i++) {
         tw_deferred *in = g->slots[i].input;
         if (!in || i == except)
@@ -103,6 +121,8 @@ static void cancel_inputs(struct group *g, size_t except)
         tw_deferred_cancel(in);
         tw_deferred_unref(in);
     }
+    if (--g->cancelling == 0 && !g->out)
+        let_inputs_go(g);
     group_unref(g);
 }
 

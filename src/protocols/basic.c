@@ -7,6 +7,7 @@
 #include <twine/log.h>
 #include <twine/transport.h>
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -63,7 +64,8 @@ static void rx_setup(tw_basic_receiver *rx)
     rx->ready = true;
 }
 
-/* Bytes that arrived while a chunk is being handled wait here. */
+/* Bytes that arrived while a chunk is being handled, or while the receiver
+ * is paused, wait here. */
 static int rx_queue(tw_protocol *p, const char *data, size_t len)
 {
     int rc = tw_rbuf_append(&rx_of(p)->pending, data, len);
@@ -74,30 +76,72 @@ static int rx_queue(tw_protocol *p, const char *data, size_t len)
     return rc;
 }
 
+/* A handler takes a chunk and returns how many bytes at its end it left
+ * unhandled because the receiver was paused in the middle of it. */
+typedef size_t (*rx_handler)(tw_protocol *p, const char *data, size_t len);
+
+/* Puts the rest of a chunk the receiver paused in (data[0..len)) back in
+ * front of what was queued meanwhile. `chunk` is the queued chunk that data
+ * points into, or NULL when data is borrowed from the transport: then it is
+ * copied, otherwise the chunk is kept (no copy of the rest). */
+static void rx_hold(tw_protocol *p, const char *data, size_t len, tw_rbuf *chunk)
+{
+    tw_basic_receiver *rx = rx_of(p);
+    tw_rbuf front;
+    if (chunk) {
+        front = *chunk;
+        tw_rbuf_init(chunk, SIZE_MAX);
+        tw_rbuf_consume(&front, tw_rbuf_size(&front) - len);
+    } else {
+        tw_rbuf_init(&front, SIZE_MAX);
+        if (tw_rbuf_append(&front, data, len) < 0)
+            goto oom;
+    }
+    if (tw_rbuf_size(&rx->pending) &&
+        tw_rbuf_append(&front, tw_rbuf_data(&rx->pending), tw_rbuf_size(&rx->pending)) < 0) {
+        tw_rbuf_clear(&front);
+        goto oom;
+    }
+    tw_rbuf_clear(&rx->pending);
+    rx->pending = front;
+    return;
+oom:
+    tw_log_error(
+        NS, "out of memory holding %zu bytes received while paused: closing the connection", len);
+    close_rx(p);
+}
+
 /* Runs handle over data, then over what was queued meanwhile, until nothing
- * is left or the receiver stopped (Twisted's _busyReceiving). */
-static void rx_receive(tw_protocol *p, const char *data, size_t len,
-                       void (*handle)(tw_protocol *p, const char *data, size_t len))
+ * is left or the receiver stopped or paused (Twisted's _busyReceiving and
+ * paused). data may be empty: resuming delivers what was held. */
+static void rx_receive(tw_protocol *p, const char *data, size_t len, rx_handler handle)
 {
     tw_basic_receiver *rx = rx_of(p);
     if (rx->disconnecting || (!data && len))
         return;
-    if (rx->busy || tw_rbuf_size(&rx->pending)) {
-        /* Behind what is queued already (raw mode's set-aside line). */
-        if (rx_queue(p, data, len) < 0 || rx->busy)
+    if (rx->busy || rx->paused || tw_rbuf_size(&rx->pending)) {
+        /* Behind what is queued already (bytes held while paused, raw
+         * mode's set-aside line). */
+        if ((len && rx_queue(p, data, len) < 0) || rx->busy || rx->paused)
             return;
         len = 0;
     }
     rx->busy = true;
-    if (len)
-        handle(p, data, len);
-    while (!rx->disconnecting && tw_rbuf_size(&rx->pending)) {
+    if (len) {
+        size_t left = handle(p, data, len);
+        if (left && !rx->disconnecting)
+            rx_hold(p, data + len - left, left, NULL);
+    }
+    while (!rx->disconnecting && !rx->paused && tw_rbuf_size(&rx->pending)) {
         tw_rbuf chunk = rx->pending;
         tw_rbuf_init(&rx->pending, SIZE_MAX);
-        handle(p, tw_rbuf_data(&chunk), tw_rbuf_size(&chunk));
+        size_t left = handle(p, tw_rbuf_data(&chunk), tw_rbuf_size(&chunk));
+        if (left && !rx->disconnecting)
+            rx_hold(p, tw_rbuf_data(&chunk) + tw_rbuf_size(&chunk) - left, left, &chunk);
         tw_rbuf_clear(&chunk);
     }
-    tw_rbuf_clear(&rx->pending); /* dropped once disconnecting */
+    if (rx->disconnecting)
+        tw_rbuf_clear(&rx->pending); /* dropped */
     rx->busy = false;
 }
 
@@ -130,6 +174,20 @@ static const tw_line_receiver_ops *lr_ops(const tw_protocol *p)
     return (const tw_line_receiver_ops *)p->ops;
 }
 
+/* LineOnlyReceiver applies MAX_LENGTH itself: its decoder takes lines of
+ * any length (TW_LINE_MAX_LIMIT), so that a long line reaches the hook
+ * alone and whole, and the receiver skips the rest of a long line that was
+ * still partial. Between reads the decoder still holds no more than the
+ * maximum (plus a partial delimiter): the receiver checks it after each
+ * chunk. */
+static void lr_set_max(tw_line_receiver *lr, size_t max)
+{
+    lr->max = max ? max : TW_LINE_DEFAULT_MAX;
+    if (lr->max > TW_LINE_MAX_LIMIT)
+        lr->max = TW_LINE_MAX_LIMIT;
+    tw_line_decoder_set_max(&lr->dec, lr_ops(&lr->rx.base)->line_only ? TW_LINE_MAX_LIMIT : max);
+}
+
 static void lr_setup(tw_line_receiver *lr)
 {
     const tw_line_receiver_ops *ops = lr_ops(&lr->rx.base);
@@ -145,8 +203,7 @@ static void lr_setup(tw_line_receiver *lr)
             tw_log_warn(NS, "bad line delimiter (%zu bytes): using \"\\r\\n\"", n);
         }
     }
-    tw_line_decoder_set_max(&lr->dec, ops->max_length);
-    lr->max = ops->max_length ? ops->max_length : TW_LINE_DEFAULT_MAX;
+    lr_set_max(lr, ops->max_length);
     rx_setup(&lr->rx);
 }
 
@@ -166,6 +223,8 @@ void tw_line_receiver_connection_made(tw_protocol *p)
         lr_ops(p)->connection_made(p);
 }
 
+static void line_too_long(tw_protocol *p, const char *data, size_t len);
+
 static int on_line(void *ctx, const char *line, size_t len)
 {
     tw_line_receiver *lr = ctx;
@@ -173,8 +232,13 @@ static int on_line(void *ctx, const char *line, size_t len)
     lr->cur_off += (long long)(len + lr->delim_len);
     if (lr->rx.disconnecting)
         return 1;
-    lr_ops(p)->line_received(p, line, len);
-    return lr->rx.disconnecting || lr->raw || lr->cleared || lr->delim_pending;
+    if (lr->skipping)
+        lr->skipping = false; /* the end of a long line handed over already */
+    else if (lr_ops(p)->line_only && len > lr->max)
+        line_too_long(p, line, len);
+    else
+        lr_ops(p)->line_received(p, line, len);
+    return lr->rx.disconnecting || lr->rx.paused || lr->raw || lr->cleared || lr->delim_pending;
 }
 
 static void line_too_long(tw_protocol *p, const char *data, size_t len)
@@ -187,14 +251,61 @@ static void line_too_long(tw_protocol *p, const char *data, size_t len)
     close_rx(p);
 }
 
-static void lr_handle(tw_protocol *p, const char *data, size_t len)
+/* How many bytes at the end of b[0..n) may begin the delimiter. */
+static size_t delim_start(const tw_line_receiver *lr, const char *b, size_t n)
+{
+    size_t k = lr->delim_len - 1u;
+    if (k > n)
+        k = n;
+    for (; k > 0; k--)
+        if (memcmp(b + n - k, lr->delim, k) == 0)
+            return k;
+    return 0;
+}
+
+/* LineOnlyReceiver, after a chunk whose bytes the decoder all took: a
+ * partial line longer than the maximum (not counting what may begin the
+ * delimiter, so that the verdict does not depend on the split) goes to the
+ * hook, all of it that has arrived, and the rest of that line is skipped;
+ * while skipping, only what may begin the delimiter is kept. */
+static void only_check_tail(tw_protocol *p)
+{
+    tw_line_receiver *lr = lr_of(p);
+    size_t n;
+    const char *held = tw_line_decoder_buffered(&lr->dec, &n);
+    size_t k = delim_start(lr, held, n);
+    if (!lr->skipping) {
+        if (n - k <= lr->max)
+            return;
+        lr->skipping = true;
+        line_too_long(p, held, n);
+        if (lr->rx.disconnecting)
+            return;
+        held = tw_line_decoder_buffered(&lr->dec, &n); /* the hook may have cleared it */
+        k = delim_start(lr, held, n);
+    }
+    if (k == n)
+        return;
+    char keep[TW_LINE_DELIMITER_MAX];
+    memcpy(keep, held + n - k, k);
+    tw_line_decoder_clear(&lr->dec);
+    if (k && tw_line_decoder_feed(&lr->dec, keep, k, on_line, lr, NULL) < 0) {
+        tw_log_error(NS, "cannot hold a partial line (%s): closing the connection",
+                     tw_strerror(TW_ENOMEM));
+        close_rx(p);
+    }
+}
+
+static size_t lr_handle(tw_protocol *p, const char *data, size_t len)
 {
     tw_line_receiver *lr = lr_of(p);
     while (len && !lr->rx.disconnecting) {
+        if (lr->rx.paused)
+            return len;
         if (lr->raw) {
             if (lr_ops(p)->raw_data_received)
                 lr_ops(p)->raw_data_received(p, data, len);
-            return;
+            return 0;
         }
         size_t held;
         tw_line_decoder_buffered(&lr->dec, &held);
@@ -207,7 +318,7 @@ static void lr_handle(tw_protocol *p, const char *data, size_t len)
         lr->in_feed = false;
         if (lr->cleared) {
             lr->cleared = false; /* the rest was taken */
-            return;
+            return 0;
         }
         if (lr->delim_pending) {
             lr->delim_pending = false;
@@ -218,16 +329,19 @@ static void lr_handle(tw_protocol *p, const char *data, size_t len)
             len -= consumed;
         } else if (rc == TW_EMSGSIZE) {
             line_too_long(p, data + consumed, len - consumed);
-            return;
+            return 0;
         } else if (rc < 0) {
             tw_log_error(NS, "cannot hold a partial line (%s): closing the connection",
                          tw_strerror(rc));
             close_rx(p);
-            return;
+            return 0;
         } else {
-            return;
+            if (lr_ops(p)->line_only)
+                only_check_tail(p);
+            return 0;
         }
     }
+    return 0;
 }
 
 void tw_line_receiver_data_received(tw_protocol *p, const char *data, size_t len)
@@ -370,8 +484,7 @@ int tw_line_receiver_set_max_length(tw_protocol *p, size_t max)
     tw_line_receiver *lr = lr_of(p);
     if (!lr->rx.ready)
         lr_setup(lr);
-    tw_line_decoder_set_max(&lr->dec, max);
-    lr->max = max ? max : TW_LINE_DEFAULT_MAX;
+    lr_set_max(lr, max);
     return 0;
 }
 
@@ -418,13 +531,15 @@ static int on_string(void *ctx, const char *data, size_t len)
         nr_ops(p)->string_received(p, data, len);
     else
         ((const tw_int_receiver_ops *)p->ops)->string_received(p, data, len);
-    return rx_of(p)->disconnecting;
+    return rx_of(p)->disconnecting || rx_of(p)->paused;
 }
 
-static void nr_handle(tw_protocol *p, const char *data, size_t len)
+static size_t nr_handle(tw_protocol *p, const char *data, size_t len)
 {
     tw_netstring_receiver *nr = nr_of(p);
     while (len && !nr->rx.disconnecting && !nr->broken_peer) {
+        if (nr->rx.paused)
+            return len;
         size_t consumed = 0;
         int rc = tw_netstring_decoder_feed(&nr->dec, data, len, on_string, p, &consumed);
         if (rc == 1) {
@@ -442,8 +557,9 @@ static void nr_handle(tw_protocol *p, const char *data, size_t len)
                         tw_netstring_error_message(nr->error));
             close_rx(p);
         }
-        return;
+        return 0;
     }
+    return 0;
 }
 
 void tw_netstring_receiver_data_received(tw_protocol *p, const char *data, size_t len)
@@ -536,10 +652,12 @@ void tw_int_receiver_connection_made(tw_protocol *p)
         ir_ops(p)->connection_made(p);
 }
 
-static void ir_handle(tw_protocol *p, const char *data, size_t len)
+static size_t ir_handle(tw_protocol *p, const char *data, size_t len)
 {
     tw_int_receiver *ir = ir_of(p);
     while (len && !ir->rx.disconnecting && !ir->too_long) {
+        if (ir->rx.paused)
+            return len;
         size_t consumed = 0;
         int rc = tw_prefixed_decoder_feed(&ir->dec, data, len, on_string, p, &consumed);
         if (rc == 1) {
@@ -565,8 +683,9 @@ static void ir_handle(tw_protocol *p, const char *data, size_t len)
                          tw_strerror(rc));
             close_rx(p);
         }
-        return;
+        return 0;
     }
+    return 0;
 }
 
 void tw_int_receiver_data_received(tw_protocol *p, const char *data, size_t len)
@@ -608,4 +727,108 @@ int tw_int_receiver_send_string(tw_protocol *p, const void *data, size_t len)
         return TW_EMSGSIZE;
     struct payload pl = {data, len, prefix};
     return send_frame(p, prefix + len, px_encode, &pl);
+}
+
+/* ---- Pausing (_PauseableMixin) */
+
+static bool rx_ready(tw_protocol *p)
+{
+    switch (kind_of(p)) {
+    case K_LINE:
+        if (!lr_of(p)->rx.ready)
+            lr_setup(lr_of(p));
+        return true;
+    case K_NETSTRING:
+        if (!nr_of(p)->rx.ready)
+            nr_setup(nr_of(p));
+        return true;
+    case K_INT:
+        if (!ir_of(p)->rx.ready)
+            ir_setup(ir_of(p));
+        return true;
+    default:
+        return false;
+    }
+}
+
+int tw_basic_pause_producing(tw_protocol *p)
+{
+    if (!rx_ready(p))
+        return TW_EINVAL;
+    rx_of(p)->paused = true;
+    if (p->transport)
+        tw_transport_pause_producing(p->transport);
+    return 0;
+}
+
+int tw_basic_resume_producing(tw_protocol *p)
+{
+    if (!rx_ready(p))
+        return TW_EINVAL;
+    rx_of(p)->paused = false;
+    if (p->transport)
+        tw_transport_resume_producing(p->transport);
+    /* What was held goes out now (from inside a callback: once the chunk
+     * being handled is done, as Twisted's dataReceived(b"")). */
+    switch (kind_of(p)) {
+    case K_LINE:
+        rx_receive(p, NULL, 0, lr_handle);
+        break;
+    case K_NETSTRING:
+        rx_receive(p, NULL, 0, nr_handle);
+        break;
+    default:
+        rx_receive(p, NULL, 0, ir_handle);
+        break;
+    }
+    return 0;
+}
+
+int tw_basic_stop_producing(tw_protocol *p)
+{
+    if (!rx_ready(p))
+        return TW_EINVAL;
+    rx_of(p)->paused = true;
+    return tw_basic_lose_connection(p);
+}
+
+bool tw_basic_paused(const tw_protocol *p)
+{
+    return kind_of(p) != K_NONE && ((const tw_basic_receiver *)p)->paused;
+}
+
+static tw_protocol *producer_protocol(tw_producer *producer)
+{
+    /* The producer view sits in the receiver head, which starts the
+     * protocol. */
+    return (tw_protocol *)((char *)producer - offsetof(tw_basic_receiver, producer));
+}
+
+static void producer_pause(tw_producer *producer)
+{
+    tw_basic_pause_producing(producer_protocol(producer));
+}
+
+static void producer_resume(tw_producer *producer)
+{
+    tw_basic_resume_producing(producer_protocol(producer));
+}
+
+static void producer_stop(tw_producer *producer)
+{
+    tw_basic_stop_producing(producer_protocol(producer));
+}
+
+static const tw_producer_ops receiver_producer_ops = {
+    .pause_producing = producer_pause,
+    .resume_producing = producer_resume,
+    .stop_producing = producer_stop,
+};
+
+tw_producer *tw_basic_producer(tw_protocol *p)
+{
+    if (kind_of(p) == K_NONE)
+        return NULL;
+    rx_of(p)->producer.ops = &receiver_producer_ops;
+    return &rx_of(p)->producer;
 }

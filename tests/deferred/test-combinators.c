@@ -513,3 +513,167 @@ TW_TEST(race, cancelling_the_race_cancels_every_input)
     drop_all(in, 2);
     tw_deferred_unref(r);
 }
+
+/* ---- Cancelling: every input is cancelled, even after the first
+ * cancellation fired the output (as Twisted's DeferredList.cancel, which
+ * goes through its whole list). The operations behind the other inputs
+ * would otherwise run on with nobody to deliver to. */
+
+enum maker { MAKE_LIST, MAKE_GATHER, MAKE_RACE };
+
+struct cancel_case {
+    enum maker maker;
+    unsigned flags;            /* the list's; for gather, CONSUME_ERRORS only */
+    tw_canceller_fn canceller; /* canceller_silent or canceller_fires */
+};
+
+static tw_deferred *make_case(const struct cancel_case *c, tw_deferred **ds, size_t n)
+{
+    switch (c->maker) {
+    case MAKE_LIST:
+        return tw_deferred_list(ds, n, c->flags);
+    case MAKE_GATHER:
+        return tw_gather(ds, n, c->flags & TW_DL_CONSUME_ERRORS);
+    default:
+        return tw_race(ds, n);
+    }
+}
+
+/* Cancels the combinator over three unfired inputs; checks every canceller
+ * ran once, and what the output and each input's chain end with, as the
+ * same scenario gives under Twisted 22.4 (race: as its later releases). */
+static void check_cancel_case(const struct cancel_case *c)
+{
+    bool fooc = c->maker == MAKE_LIST && (c->flags & TW_DL_FIRE_ON_ONE_CALLBACK);
+    bool fooe = c->maker == MAKE_GATHER ||
+                (c->maker == MAKE_LIST && (c->flags & TW_DL_FIRE_ON_ONE_ERRBACK));
+    bool consume = c->maker == MAKE_RACE || (c->flags & TW_DL_CONSUME_ERRORS);
+    bool values = c->canceller == canceller_fires;
+    canceller_calls = 0;
+    released = 0;
+    kept_calls = 0;
+    kept = (tw_result){0};
+    tw_deferred *ds[3], *in[3];
+    make_inputs(ds, in, 3, c->canceller);
+    tw_deferred *out = make_case(c, ds, 3);
+    tw_deferred_add_both(out, keep, NULL);
+    tw_deferred_cancel(out);
+    cr_assert_eq(canceller_calls, 3, "maker %d flags %u %s: every input cancelled", c->maker,
+                 c->flags, values ? "values" : "silent");
+    cr_assert_eq(kept_calls, 1);
+    tw_result got = kept;
+    kept = (tw_result){0};
+    tw_result after[3];
+    for (int i = 0; i < 3; i++) {
+        tw_deferred_add_both(in[i], keep, NULL);
+        after[i] = kept;
+        kept = (tw_result){0};
+    }
+    if (c->maker == MAKE_RACE) {
+        if (values) {
+            /* Input 0's canceller won; the others' values came too late. */
+            cr_assert_eq(as_first(got)->index, 0);
+            cr_assert_eq(tracked_value(as_first(got)->result), 100);
+            cr_assert_null(after[0].value);
+            cr_assert_eq(tracked_value(after[1]), 101);
+            cr_assert_eq(tracked_value(after[2]), 102);
+        } else {
+            cr_assert_eq(tw_failure_code(got.failure), TW_EALLFAILED);
+        }
+    } else if (values && fooc) {
+        /* The first value fired the list; the others stay with their input. */
+        cr_assert_eq(as_first(got)->index, 0, "flags %u", c->flags);
+        cr_assert_eq(tracked_value(as_first(got)->result), 100);
+        cr_assert_null(after[0].value);
+        cr_assert_eq(tracked_value(after[1]), 101, "flags %u", c->flags);
+        cr_assert_eq(tracked_value(after[2]), 102, "flags %u", c->flags);
+    } else if (values) {
+        const tw_deferred_list_result *list = as_list(got);
+        for (int i = 0; i < 3; i++) {
+            cr_assert(list->items[i].success);
+            cr_assert_eq(tracked_value(list->items[i].result), 100 + i);
+            cr_assert_null(after[i].value, "flags %u: moved into the list", c->flags);
+        }
+    } else if (fooe) {
+        /* The first cancellation fired it, with input 0's failure. */
+        cr_assert_eq(tw_failure_code(got.failure), TW_EFIRSTERROR, "flags %u", c->flags);
+        cr_assert_eq(tw_failure_code(tw_failure_cause(got.failure)), TW_ECANCELED);
+        cr_assert(strstr(tw_failure_message(got.failure), "0"));
+    } else {
+        /* Every input failed: the list of their failures (fooc too). */
+        const tw_deferred_list_result *list = as_list(got);
+        for (int i = 0; i < 3; i++) {
+            cr_assert_not(list->items[i].success, "flags %u", c->flags);
+            cr_assert_eq(tw_failure_code(list->items[i].result.failure), TW_ECANCELED);
+        }
+    }
+    if (!values) {
+        for (int i = 0; i < 3; i++) {
+            if (consume)
+                cr_assert_null(after[i].failure, "maker %d flags %u: consumed", c->maker, c->flags);
+            else
+                cr_assert_eq(tw_failure_code(after[i].failure), TW_ECANCELED,
+                             "flags %u: stays in input %d", c->flags, i);
+        }
+    }
+    tw_result_release(&got);
+    for (int i = 0; i < 3; i++)
+        tw_result_release(&after[i]);
+    drop_all(in, 3);
+    tw_deferred_unref(out);
+    cr_assert_eq(released, values ? 3 : 0, "each value released once");
+}
+
+TW_TEST(list, cancelling_cancels_every_input_under_every_flag_combination)
+{
+    for (int v = 0; v < 2; v++)
+        for (unsigned flags = 0; flags < 8; flags++)
+            check_cancel_case(
+                &(struct cancel_case){MAKE_LIST, flags, v ? canceller_fires : canceller_silent});
+}
+
+TW_TEST(gather, cancelling_cancels_every_input)
+{
+    for (int v = 0; v < 2; v++)
+        for (int consume = 0; consume < 2; consume++)
+            check_cancel_case(&(struct cancel_case){MAKE_GATHER, consume ? TW_DL_CONSUME_ERRORS : 0,
+                                                    v ? canceller_fires : canceller_silent});
+}
+
+TW_TEST(race, cancelling_cancels_every_input_even_when_a_canceller_supplies_a_value)
+{
+    for (int v = 0; v < 2; v++)
+        check_cancel_case(
+            &(struct cancel_case){MAKE_RACE, 0, v ? canceller_fires : canceller_silent});
+}
+
+/* The order Twisted gives: the output fires inside the first cancellation,
+ * and the other inputs are cancelled after its callbacks ran. */
+static char order[16];
+static size_t order_len;
+
+static void canceller_logs(tw_deferred *d, void *arg)
+{
+    (void)d;
+    order[order_len++] = (char)('0' + (intptr_t)arg - 100);
+}
+
+static tw_result out_logs(tw_result r, void *arg)
+{
+    (void)arg;
+    order[order_len++] = 'o';
+    tw_result_release(&r);
+    return tw_result_borrowed(NULL);
+}
+
+TW_TEST(gather, cancelling_fires_it_at_the_first_input_and_then_cancels_the_rest)
+{
+    tw_deferred *ds[3], *in[3];
+    make_inputs(ds, in, 3, canceller_logs);
+    tw_deferred *g = tw_gather(ds, 3, true);
+    tw_deferred_add_both(g, out_logs, NULL);
+    tw_deferred_cancel(g);
+    cr_assert_str_eq(order, "0o12");
+    drop_all(in, 3);
+    tw_deferred_unref(g);
+}

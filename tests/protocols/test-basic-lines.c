@@ -19,6 +19,9 @@ typedef struct tester {
     const char *lose_on;  /* line that closes the connection */
     const char *clear_on; /* line that clears the buffer */
     const char *delim_on; /* line after which the delimiter becomes "!" */
+    const char *pause_on; /* line that pauses the receiver */
+    bool pause_every;     /* every line and raw chunk pauses it */
+    bool resume_inside;   /* ... and resumes it again before returning */
     char taken[256];      /* what clear_line_buffer handed over */
     size_t ntaken;
 } tester;
@@ -58,6 +61,11 @@ static void t_line(tw_protocol *p, const char *line, size_t len)
         tw_line_receiver_clear_line_buffer(p, take, t);
     if (is(t->delim_on, line, len))
         cr_assert_eq(tw_line_receiver_set_delimiter(p, "!", 1), 0);
+    if (is(t->pause_on, line, len) || t->pause_every) {
+        cr_assert_eq(tw_basic_pause_producing(p), 0);
+        if (t->resume_inside)
+            cr_assert_eq(tw_basic_resume_producing(p), 0);
+    }
 }
 
 static void t_raw(tw_protocol *p, const char *data, size_t len)
@@ -70,6 +78,8 @@ static void t_raw(tw_protocol *p, const char *data, size_t len)
     t->raw_left -= n;
     if (t->raw_left == 0)
         cr_assert_eq(tw_line_receiver_set_line_mode(p, data + n, len - n), 0);
+    if (t->pause_every)
+        cr_assert_eq(tw_basic_pause_producing(p), 0);
 }
 
 static void t_made(tw_protocol *p)
@@ -141,6 +151,9 @@ static void start(run *r, const tw_line_receiver_ops *ops, const tester *setup)
         r->t.lose_on = setup->lose_on;
         r->t.clear_on = setup->clear_on;
         r->t.delim_on = setup->delim_on;
+        r->t.pause_on = setup->pause_on;
+        r->t.pause_every = setup->pause_every;
+        r->t.resume_inside = setup->resume_inside;
     }
     cr_assert_eq(tw_string_transport_connect(r->st, &r->t.lr.rx.base), 0);
 }
@@ -490,4 +503,379 @@ TW_TEST(lines, misuse)
     cr_assert_eq(tw_line_receiver_set_delimiter(&t.lr.rx.base, "", 0), TW_EINVAL);
     cr_assert_eq(tw_basic_lose_connection(&t.lr.rx.base), TW_ENOTCONN);
     tw_line_receiver_free(&t.lr.rx.base);
+}
+
+/* ---- Pausing: as Twisted's LineReceiver.pauseProducing, no line is
+ * delivered while paused, not even one of the chunk being handled; resuming
+ * delivers what was held before any new byte comes. */
+
+/* Feeds data split at every byte boundary and in every chunk size; each
+ * time the log must read want_paused with the receiver and its transport
+ * paused, and want_resumed after one resume with no new byte. */
+static void every_split_paused(const tw_line_receiver_ops *ops, const tester *setup,
+                               const char *data, const char *want_paused, const char *want_resumed)
+{
+    size_t len = strlen(data);
+    for (size_t way = 0; way < 2 * len + 1; way++) {
+        run r = {0};
+        start(&r, ops, setup);
+        if (way <= len)
+            tw_testing_feed_split(data, len, way, tw_string_transport_feeder, r.st);
+        else
+            tw_testing_feed_chunks(data, len, way - len, tw_string_transport_feeder, r.st);
+        tw_protocol *p = &r.t.lr.rx.base;
+        cr_assert_str_eq(r.t.log, want_paused, "way %zu", way);
+        cr_assert(tw_basic_paused(p) && r.t.lr.rx.paused);
+        cr_assert(r.st->paused, "the transport stopped reading");
+        cr_assert_eq(tw_basic_resume_producing(p), 0);
+        cr_assert_str_eq(r.t.log, want_resumed, "way %zu", way);
+        cr_assert_not(tw_basic_paused(p));
+        cr_assert_not(r.st->paused, "the transport reads again");
+        finish(&r);
+    }
+}
+
+TW_TEST(pausing, a_line_that_pauses_holds_the_rest_until_resumed)
+{
+    tester setup = {.pause_on = "P"};
+    every_split_paused(&crlf_ops, &setup, "a\r\nP\r\nb\r\nc\r\npart", "La|LP|", "La|LP|Lb|Lc|");
+    /* The partial line held goes on with the next bytes. */
+    run r = {0};
+    start(&r, &crlf_ops, &setup);
+    tw_string_transport_feed(r.st, "P\r\nb\r\npart", 10);
+    tw_basic_resume_producing(&r.t.lr.rx.base);
+    tw_string_transport_feed(r.st, "ial\r\n", 5);
+    cr_assert_str_eq(r.t.log, "LP|Lb|Lpartial|");
+    finish(&r);
+}
+
+TW_TEST(pausing, the_line_only_receiver_pauses_the_same_way)
+{
+    tester setup = {.pause_on = "P"};
+    every_split_paused(&only_ops, &setup, "a\r\nP\r\nb\r\nc\r\n", "La|LP|", "La|LP|Lb|Lc|");
+}
+
+TW_TEST(pausing, bytes_that_arrive_while_paused_wait_behind_the_rest)
+{
+    tester setup = {.pause_on = "P"};
+    run r = {0};
+    start(&r, &crlf_ops, &setup);
+    tw_protocol *p = &r.t.lr.rx.base;
+    tw_string_transport_feed(r.st, "P\r\nb\r\n", 6);
+    tw_string_transport_feed(r.st, "c\r\n", 3);
+    tw_string_transport_feed(r.st, "d\r", 2);
+    cr_assert_str_eq(r.t.log, "LP|");
+    /* clear_line_buffer outside a callback takes what is held, in order. */
+    tw_line_receiver_clear_line_buffer(p, take, &r.t);
+    cr_assert_eq(r.t.ntaken, 8);
+    cr_assert_eq(memcmp(r.t.taken, "b\r\nc\r\nd\r", 8), 0);
+    tw_basic_resume_producing(p);
+    tw_string_transport_feed(r.st, "e\r\n", 3);
+    cr_assert_str_eq(r.t.log, "LP|Le|");
+    finish(&r);
+}
+
+TW_TEST(pausing, each_resume_delivers_one_line_when_every_line_pauses)
+{
+    tester setup = {.pause_every = true};
+    const char *data = "1\r\n2\r\n3\r\n4";
+    size_t len = strlen(data);
+    for (size_t chunk = len; chunk > 0; chunk--) {
+        run r = {0};
+        start(&r, &crlf_ops, &setup);
+        tw_protocol *p = &r.t.lr.rx.base;
+        tw_testing_feed_chunks(data, len, chunk, tw_string_transport_feeder, r.st);
+        cr_assert_str_eq(r.t.log, "L1|", "chunk %zu", chunk);
+        tw_basic_resume_producing(p);
+        cr_assert_str_eq(r.t.log, "L1|L2|", "chunk %zu", chunk);
+        tw_basic_resume_producing(p);
+        cr_assert_str_eq(r.t.log, "L1|L2|L3|", "chunk %zu", chunk);
+        cr_assert(tw_basic_paused(p));
+        tw_basic_resume_producing(p);
+        cr_assert_str_eq(r.t.log, "L1|L2|L3|", "only the partial line is left");
+        cr_assert_not(tw_basic_paused(p));
+        tw_string_transport_feed(r.st, "\r\n", 2);
+        cr_assert_str_eq(r.t.log, "L1|L2|L3|L4|");
+        cr_assert_eq(r.st->pause_calls, 4);
+        finish(&r);
+    }
+}
+
+TW_TEST(pausing, pause_and_resume_inside_one_line_changes_nothing)
+{
+    tester setup = {.pause_every = true, .resume_inside = true};
+    every_chunk(&crlf_ops, &setup, "a\r\nb\r\nc\r\n", "La|Lb|Lc|");
+}
+
+TW_TEST(pausing, raw_mode_pauses_after_a_raw_chunk)
+{
+    tester setup = {.raw_on = "raw", .raw_left = 100};
+    const char *data = "raw\r\nxyz";
+    size_t len = strlen(data);
+    for (size_t at = 0; at <= len; at++) {
+        run r = {0};
+        start(&r, &crlf_ops, &setup);
+        tw_protocol *p = &r.t.lr.rx.base;
+        r.t.pause_every = true;
+        r.t.pause_on = NULL;
+        tw_testing_feed_split(data, len, at, tw_string_transport_feeder, r.st);
+        tw_string_transport_feed(r.st, "more", 4);
+        /* The line "raw" paused; whatever follows is held. */
+        cr_assert_str_eq(r.t.log, "Lraw|", "split %zu", at);
+        tw_basic_resume_producing(p);
+        cr_assert_str_eq(r.t.log, "Lraw|Rxyzmore|", "split %zu: held bytes come as one", at);
+        tw_string_transport_feed(r.st, "!", 1);
+        cr_assert_str_eq(r.t.log, "Lraw|Rxyzmore|", "paused by the raw chunk");
+        tw_basic_resume_producing(p);
+        cr_assert_str_eq(r.t.log, "Lraw|Rxyzmore|R!|");
+        finish(&r);
+    }
+}
+
+TW_TEST(pausing, stop_producing_closes_and_delivers_nothing_more)
+{
+    run r = {0};
+    start(&r, &crlf_ops, NULL);
+    tw_protocol *p = &r.t.lr.rx.base;
+    tw_string_transport_feed(r.st, "a\r\nb", 4);
+    cr_assert_eq(tw_basic_stop_producing(p), 0);
+    cr_assert(tw_basic_paused(p) && tw_basic_disconnecting(p));
+    cr_assert_eq(r.st->lose_calls, 1);
+    tw_basic_resume_producing(p);
+    tw_string_transport_feed(r.st, "\r\nc\r\n", 5);
+    cr_assert_str_eq(r.t.log, "La|");
+    finish(&r);
+}
+
+/* A proxy: the receiver is the producer of another connection, whose full
+ * write buffer pauses it (the consumer calls the receiver's producer ops). */
+TW_TEST(pausing, registered_as_another_connections_producer)
+{
+    run r = {0};
+    start(&r, &crlf_ops, NULL);
+    tw_protocol *p = &r.t.lr.rx.base;
+    tw_string_transport *far;
+    cr_assert_eq(tw_string_transport_new(&far), 0);
+    tw_protocol other;
+    tw_protocol_init(&other, &(tw_protocol_ops){0});
+    cr_assert_eq(tw_string_transport_connect(far, &other), 0);
+    cr_assert_eq(tw_transport_register_producer(&far->base, tw_basic_producer(p), true), 0);
+    tw_string_transport_feed(r.st, "a\r\n", 3);
+    cr_assert_eq(tw_string_transport_set_buffer_size(far, TW_TRANSPORT_HIGH_WATER + 1), 0);
+    cr_assert(tw_basic_paused(p) && r.st->paused);
+    tw_string_transport_feed(r.st, "b\r\nc\r\n", 6);
+    cr_assert_str_eq(r.t.log, "La|");
+    cr_assert_eq(tw_string_transport_set_buffer_size(far, 0), 0);
+    cr_assert_not(tw_basic_paused(p));
+    cr_assert_str_eq(r.t.log, "La|Lb|Lc|");
+    /* The far side goes away: the receiver's connection is closed. */
+    cr_assert_eq(tw_string_transport_lose(far, 0), 0);
+    cr_assert(tw_basic_disconnecting(p));
+    cr_assert_eq(r.st->lose_calls, 1);
+    tw_string_transport_free(far);
+    finish(&r);
+}
+
+TW_TEST(pausing, holding_the_rest_out_of_memory_closes)
+{
+    tester setup = {.pause_on = "P"};
+    run r = {0};
+    start(&r, &crlf_ops, &setup);
+    tw_testing_log_capture_start();
+    tw_testing_fail_alloc_after(0);
+    tw_string_transport_feed(r.st, "P\r\nb\r\n", 6);
+    tw_testing_fail_alloc_off();
+    cr_assert_eq(tw_testing_log_count("out of memory holding 3 bytes"), 1);
+    tw_testing_log_capture_stop();
+    cr_assert_eq(r.st->lose_calls, 1);
+    cr_assert(tw_basic_disconnecting(&r.t.lr.rx.base));
+    tw_basic_resume_producing(&r.t.lr.rx.base);
+    cr_assert_str_eq(r.t.log, "LP|");
+    finish(&r);
+}
+
+TW_TEST(pausing, misuse)
+{
+    tw_protocol plain;
+    tw_protocol_init(&plain, &(tw_protocol_ops){0});
+    cr_assert_eq(tw_basic_pause_producing(&plain), TW_EINVAL);
+    cr_assert_eq(tw_basic_resume_producing(&plain), TW_EINVAL);
+    cr_assert_eq(tw_basic_stop_producing(&plain), TW_EINVAL);
+    cr_assert_not(tw_basic_paused(&plain));
+    cr_assert_null(tw_basic_producer(&plain));
+    /* Without a transport the receiver still pauses. */
+    tester t = {0};
+    tw_line_receiver_init(&t.lr, &crlf_ops);
+    tw_protocol *p = &t.lr.rx.base;
+    cr_assert_eq(tw_basic_pause_producing(p), 0);
+    tw_line_receiver_data_received(p, "x\r\n", 3);
+    cr_assert_eq(t.lines, 0);
+    cr_assert_eq(tw_basic_resume_producing(p), 0);
+    cr_assert_eq(t.lines, 1);
+    tw_line_receiver_free(p);
+}
+
+/* ---- LineOnlyReceiver's length rules (Twisted's LineOnlyReceiver): a line
+ * longer than the maximum, complete or still partial, goes to
+ * line_length_exceeded alone; the lines around it are delivered. */
+
+static const char *long_line; /* the long line and its delimiter */
+static char exceeded_arg[64];
+
+static void t_only_exceeded(tw_protocol *p, const char *data, size_t len)
+{
+    tester *t = (tester *)p;
+    logs(t, "X", 1);
+    /* All of the long line that arrived (with what may begin its
+     * delimiter, as Twisted's buffer), or the whole line: never the whole
+     * delimiter, never bytes of another line. */
+    cr_assert_lt(len, strlen(long_line));
+    cr_assert_eq(memcmp(data, long_line, len), 0, "handed %.*s", (int)len, data);
+    cr_assert_lt(len, sizeof exceeded_arg);
+    memcpy(exceeded_arg, data, len);
+    exceeded_arg[len] = '\0';
+}
+
+static const tw_line_receiver_ops only_hook_ops = {
+    .protocol = TW_LINE_RECEIVER_PROTOCOL_OPS,
+    .line_received = t_line,
+    .line_length_exceeded = t_only_exceeded,
+    .free = t_free,
+    .line_only = true,
+    .max_length = 5,
+};
+
+TW_TEST(line_only, a_complete_long_line_alone_goes_to_the_hook)
+{
+    long_line = "123456\r\n";
+    /* Fed whole, the hook gets exactly the line (Twisted's argument). */
+    run r = {0};
+    start(&r, &only_hook_ops, NULL);
+    tw_string_transport_feed(r.st, "12345\r\n123456\r\nx\r\n", 19);
+    cr_assert_str_eq(r.t.log, "L12345|XLx|");
+    cr_assert_str_eq(exceeded_arg, "123456");
+    cr_assert_eq(r.st->lose_calls, 0, "the hook keeps the connection");
+    finish(&r);
+    /* Any split: the same lines and one call of the hook. */
+    const char *data = "12345\r\n123456\r\nx\r\n";
+    size_t len = strlen(data);
+    for (size_t at = 0; at <= len; at++) {
+        memset(&r, 0, sizeof r);
+        start(&r, &only_hook_ops, NULL);
+        tw_testing_feed_split(data, len, at, tw_string_transport_feeder, r.st);
+        cr_assert_str_eq(r.t.log, "L12345|XLx|", "split %zu", at);
+        finish(&r);
+    }
+    every_chunk(&only_hook_ops, NULL, data, "L12345|XLx|");
+}
+
+TW_TEST(line_only, a_partial_long_line_goes_to_the_hook_and_its_rest_is_skipped)
+{
+    long_line = "1234567890\r\n";
+    run r = {0};
+    start(&r, &only_hook_ops, NULL);
+    tw_string_transport_feed(r.st, "ab\r\n1234567", 11);
+    cr_assert_str_eq(r.t.log, "Lab|X");
+    cr_assert_str_eq(exceeded_arg, "1234567", "all of it so far");
+    /* The rest of the long line is not a line of its own. */
+    tw_string_transport_feed(r.st, "89", 2);
+    tw_string_transport_feed(r.st, "0\r\nx\r\n", 6);
+    cr_assert_str_eq(r.t.log, "Lab|XLx|");
+    finish(&r);
+    every_chunk(&only_hook_ops, NULL, "ab\r\n1234567890\r\nx\r\ny", "Lab|XLx|");
+    const char *data = "ab\r\n1234567890\r\nx\r\n";
+    size_t len = strlen(data);
+    for (size_t at = 0; at <= len; at++) {
+        memset(&r, 0, sizeof r);
+        start(&r, &only_hook_ops, NULL);
+        tw_testing_feed_split(data, len, at, tw_string_transport_feeder, r.st);
+        cr_assert_str_eq(r.t.log, "Lab|XLx|", "split %zu", at);
+        finish(&r);
+    }
+}
+
+TW_TEST(line_only, a_line_of_the_maximum_passes_however_split)
+{
+    /* Twisted's LineOnlyReceiver fails "12345\r" held at the end of a chunk
+     * (its buffer is 6 bytes); here the "\r" may begin the delimiter and
+     * does not count, so the verdict does not depend on the split. */
+    long_line = "";
+    every_chunk(&only_hook_ops, NULL, "12345\r\nz\r\n", "L12345|Lz|");
+    const char *data = "12345\r\nz\r\n";
+    size_t len = strlen(data);
+    for (size_t at = 0; at <= len; at++) {
+        run r = {0};
+        start(&r, &only_hook_ops, NULL);
+        tw_testing_feed_split(data, len, at, tw_string_transport_feeder, r.st);
+        cr_assert_str_eq(r.t.log, "L12345|Lz|", "split %zu", at);
+        finish(&r);
+    }
+}
+
+TW_TEST(line_only, without_a_hook_a_long_line_closes)
+{
+    tw_testing_log_capture_start();
+    every_chunk(&only_ops, NULL, "12345\r\n123456\r\nx\r\n", "L12345|");
+    every_chunk(&only_ops, NULL, "ab\r\n123456", "Lab|");
+    cr_assert_gt(tw_testing_log_count("line longer than 5 bytes"), 0);
+    tw_testing_log_capture_stop();
+    run r = {0};
+    start(&r, &only_ops, NULL);
+    tw_string_transport_feed(r.st, "ab\r\n123456", 10);
+    cr_assert_eq(r.st->lose_calls, 1);
+    cr_assert(tw_basic_disconnecting(&r.t.lr.rx.base));
+    finish(&r);
+}
+
+TW_TEST(line_only, a_long_line_that_spans_chunks_is_handed_over_whole)
+{
+    long_line = "abcdef\r\n";
+    run r = {0};
+    start(&r, &only_hook_ops, NULL);
+    tw_string_transport_feed(r.st, "abc", 3);
+    tw_string_transport_feed(r.st, "def\r\nok\r\n", 9);
+    cr_assert_str_eq(r.t.log, "XLok|");
+    cr_assert_str_eq(exceeded_arg, "abcdef");
+    finish(&r);
+}
+
+TW_TEST(line_only, set_max_length_applies_to_the_next_lines)
+{
+    long_line = "abcdefg\r\n";
+    run r = {0};
+    start(&r, &only_hook_ops, NULL);
+    tw_protocol *p = &r.t.lr.rx.base;
+    cr_assert_eq(tw_line_receiver_set_max_length(p, 2), 0);
+    tw_string_transport_feed(r.st, "ab\r\nabc\r\n", 9);
+    cr_assert_str_eq(r.t.log, "Lab|X");
+    cr_assert_eq(tw_line_receiver_set_max_length(p, 6), 0);
+    tw_string_transport_feed(r.st, "abcdef\r\nabcdefg\r\n", 17);
+    cr_assert_str_eq(r.t.log, "Lab|XLabcdef|X");
+    finish(&r);
+}
+
+/* Closing through the transport itself bypasses the receiver: it does not
+ * know, and the rest of the chunk is delivered (basic.h, Closing). */
+static void close_by_transport(tw_protocol *p, const char *line, size_t len)
+{
+    t_line(p, line, len);
+    if (is("stop", line, len))
+        tw_transport_lose_connection(p->transport);
+}
+
+static const tw_line_receiver_ops close_ops = {
+    .protocol = TW_LINE_RECEIVER_PROTOCOL_OPS,
+    .line_received = close_by_transport,
+    .free = t_free,
+};
+
+TW_TEST(lines, a_close_through_the_transport_is_not_seen)
+{
+    run r = {0};
+    start(&r, &close_ops, NULL);
+    tw_string_transport_feed(r.st, "a\r\nstop\r\nb\r\n", 12);
+    cr_assert_str_eq(r.t.log, "La|Lstop|Lb|");
+    cr_assert_eq(r.st->lose_calls, 1);
+    cr_assert_not(tw_basic_disconnecting(&r.t.lr.rx.base));
+    finish(&r);
 }

@@ -16,6 +16,7 @@ typedef struct tester {
     size_t n;
     int freed, exceeded;
     const char *lose_on;
+    const char *pause_on; /* a string that pauses the receiver */
 } tester;
 
 static void t_string(tw_protocol *p, const char *data, size_t len)
@@ -29,6 +30,8 @@ static void t_string(tw_protocol *p, const char *data, size_t len)
     t->log[t->n] = '\0';
     if (t->lose_on && strlen(t->lose_on) == len && memcmp(t->lose_on, data, len) == 0)
         cr_assert_eq(tw_basic_lose_connection(p), 0);
+    if (t->pause_on && strlen(t->pause_on) == len && memcmp(t->pause_on, data, len) == 0)
+        cr_assert_eq(tw_basic_pause_producing(p), 0);
 }
 
 static void t_free(tw_protocol *p)
@@ -292,5 +295,76 @@ TW_TEST(intn, bad_prefix_size)
     tw_testing_log_capture_stop();
     cr_assert_eq(r.st->lose_calls, 1);
     cr_assert_eq(tw_int_receiver_send_string((tw_protocol *)&r.t, "a", 1), TW_EINVAL);
+    finish(&r);
+}
+
+/* ---- Pausing: a string that pauses the receiver holds the rest of the
+ * chunk until it resumes, which delivers it with no new byte (Twisted's
+ * IntNStringReceiver; its NetstringReceiver cannot pause, this one pauses
+ * the same way). Split at every byte boundary and in every chunk size. */
+static void every_split_paused(const void *ops, bool netstring, const char *data, size_t len,
+                               const char *rest, size_t rest_len)
+{
+    for (size_t way = 0; way < 2 * len + 1; way++) {
+        run r;
+        tw_protocol *p = start(&r, ops, netstring, NULL);
+        r.t.pause_on = "a";
+        if (way <= len)
+            tw_testing_feed_split(data, len, way, tw_string_transport_feeder, r.st);
+        else
+            tw_testing_feed_chunks(data, len, way - len, tw_string_transport_feeder, r.st);
+        cr_assert_str_eq(r.t.log, "Sa|", "way %zu", way);
+        cr_assert(tw_basic_paused(p) && r.st->paused, "way %zu", way);
+        cr_assert_eq(tw_basic_resume_producing(p), 0);
+        cr_assert_str_eq(r.t.log, "Sa|Sbb|Sccc|", "way %zu", way);
+        cr_assert_not(r.st->paused);
+        tw_string_transport_feed(r.st, rest, rest_len);
+        cr_assert_str_eq(r.t.log, "Sa|Sbb|Sccc|Sparti|", "way %zu", way);
+        finish(&r);
+    }
+}
+
+TW_TEST(pausing, netstring)
+{
+    every_split_paused(&ns_ops, true, NS("1:a,2:bb,3:ccc,5:pa"), NS("rti,"));
+}
+
+TW_TEST(pausing, int8)
+{
+    every_split_paused(&i8_ops, false,
+                       NS("\x01"
+                          "a\x02"
+                          "bb\x03"
+                          "ccc\x05"
+                          "pa"),
+                       NS("rti"));
+}
+
+TW_TEST(pausing, int16)
+{
+    every_split_paused(&i16_ops, false, NS("\0\1a\0\2bb\0\3ccc\0\5pa"), NS("rti"));
+}
+
+TW_TEST(pausing, int32)
+{
+    static const tw_int_receiver_ops ops = {
+        .protocol = TW_INT_RECEIVER_PROTOCOL_OPS,
+        .string_received = t_string,
+        .free = t_free,
+    };
+    every_split_paused(&ops, false, NS("\0\0\0\1a\0\0\0\2bb\0\0\0\3ccc\0\0\0\5pa"), NS("rti"));
+}
+
+TW_TEST(pausing, bytes_while_paused_and_stop_producing)
+{
+    run r;
+    tw_protocol *p = start(&r, &i8_ops, false, NULL);
+    cr_assert_eq(tw_basic_pause_producing(p), 0);
+    tw_string_transport_feed(r.st, "\x01x\x01y", 4);
+    cr_assert_str_eq(r.t.log, "", "nothing while paused, even a whole string");
+    cr_assert_eq(tw_basic_stop_producing(p), 0);
+    cr_assert_eq(r.st->lose_calls, 1);
+    tw_basic_resume_producing(p);
+    cr_assert_str_eq(r.t.log, "", "stopped for good");
     finish(&r);
 }
